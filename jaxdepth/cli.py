@@ -1,0 +1,46 @@
+"""`jaxdepth <verb>`: a thin dispatcher. Each verb lives in its own module exposing
+`add_arguments(parser)` and `run(args) -> int`; modules are imported only when their verb
+runs, so `jaxdepth --help` stays fast and a verb's heavy imports do not slow the others."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from jaxdepth.errors import UserError
+
+# verb -> (module implementing it, one-line help)
+VERBS: dict[str, tuple[str, str]] = {
+    "train": ("jaxdepth.train.cli", "train one run from a YAML config (resumes in its run dir)"),
+    "quickstart": ("jaxdepth.quickstart", "pre vs lns at two depths on the embedded corpus"),
+    "fit": ("jaxdepth.scaling.cli", "fit scaling laws to a results table"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Parse the verb first, then let its module add its own arguments.
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    parser = argparse.ArgumentParser(prog="jaxdepth", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, (module, help_) in VERBS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == verb:
+            mod = importlib.import_module(module)
+            mod.add_arguments(p)
+            p.set_defaults(_run=mod.run)
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint is kept; run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
