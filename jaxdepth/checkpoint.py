@@ -1,0 +1,77 @@
+"""Orbax CheckpointManager over the train state, the grain iterator and the config.
+
+One step directory holds `state` (params, optimizer state, step, RNG; sharded arrays
+written by every process), `data` (each process's grain iterator state) and `config`
+(the resolved run config as JSON). A step that fails to restore (corrupt or partial) is
+skipped with a warning and the previous good step is used.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+from jaxdepth.errors import UserError
+
+
+def manager(run_dir: Path, keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=not read_only, read_only=read_only,
+        enable_async_checkpointing=True)
+    return ocp.CheckpointManager(Path(run_dir).resolve() / "checkpoints", options=options,
+                                 item_names=("state", "data", "config"))
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state, data_iter, config: dict) -> None:
+    mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iter),
+        config=ocp.args.JsonSave(config)), force=True)
+
+
+def abstract_like(state, shardings):
+    """ShapeDtypeStructs carrying the target shardings (restore reshards onto them)."""
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+
+
+def restore(mngr: ocp.CheckpointManager, abstract_state, data_iter=None, step: int | None = None):
+    """Restore `step` (default: the newest that restores cleanly). Returns
+    (step, state, config dict), or None when there is no checkpoint."""
+    steps = sorted(mngr.all_steps(), reverse=True)
+    if step is not None:
+        if step not in steps:
+            raise UserError(f"no checkpoint at step {step}; saved steps: {sorted(steps) or 'none'}")
+        steps = [step]
+    for s in steps:
+        items = dict(state=ocp.args.StandardRestore(abstract_state), config=ocp.args.JsonRestore())
+        if data_iter is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+        try:
+            out = mngr.restore(s, args=ocp.args.Composite(**items))
+        except Exception as e:  # noqa: BLE001 - any unreadable step falls back to an older one
+            if step is not None or s == steps[-1]:
+                raise UserError(f"checkpoint at step {s} could not be restored: "
+                                f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+            warnings.warn(f"checkpoint at step {s} is unreadable ({type(e).__name__}); "
+                          "falling back to the previous step", stacklevel=2)
+            continue
+        return s, out.state, out.config
+    return None
+
+
+def restore_config(run_dir: Path, step: int | None = None) -> tuple[int, dict]:
+    """Only the config (and its step) of a run's checkpoint, for tools that rebuild the model."""
+    mngr = manager(run_dir, read_only=True)
+    steps = mngr.all_steps()
+    if not steps:
+        raise UserError(f"'{run_dir}' has no checkpoint (expected {run_dir}/checkpoints/<step>)")
+    s = max(steps) if step is None else step
+    if s not in steps:
+        raise UserError(f"no checkpoint at step {s} in '{run_dir}'; saved steps: {sorted(steps)}")
+    out = mngr.restore(s, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    return s, out.config

@@ -1,0 +1,297 @@
+"""Typed, frozen run configuration: YAML in, dotted `key.sub=value` overrides, validated once.
+
+Every section is a frozen dataclass; `load_config(path, overrides)` is the only entry point
+the command line uses. Validation errors are `UserError`s that name the bad key and list
+the valid ones, raised before anything compiles or trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from jaxdepth.errors import UserError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    depth: int = 4
+    width: int = 128
+    heads: int = 4
+    vocab_size: int = 0  # 0: taken from the tokenizer (rounded up to a multiple of 64)
+    scheme: str = "pre"  # residual/normalisation scheme, see jaxdepth.model.schemes
+    norm: str = "rmsnorm"  # rmsnorm | layernorm
+    norm_eps: float = 1e-6
+    ffn: str = "swiglu"  # swiglu | gelu
+    ffn_hidden: int = 0  # 0: 8/3 W rounded up to a multiple of 64 (swiglu) or 4 W (gelu)
+    tied_embeddings: bool = True
+    init_std: float = 0.02
+    scaled_init: bool = False  # output projections get std / sqrt(2 * depth)
+    rope_theta: float = 10000.0
+    remat: str = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
+    scan_layers: bool = True
+    dtype: str = "float32"  # compute dtype; params stay float32
+    mix_fraction: float = 0.25  # Mix-LN: fraction of early layers that are Post-LN
+    layerscale_init: float = 1e-4  # LayerScale/SkipInit gate init
+
+    @property
+    def ffn_hidden_size(self) -> int:
+        if self.ffn_hidden:
+            return self.ffn_hidden
+        if self.ffn == "gelu":
+            return 4 * self.width
+        return -(-int(8 * self.width / 3) // 64) * 64
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "stdlib"  # stdlib | path to a text file, a directory of text files, a .jsonl
+    text_field: str = "text"  # JSONL field holding the document text
+    tokenizer: str = "byte"  # byte | bpe
+    bpe_vocab_size: int = 2048
+    seq_len: int = 128
+    batch_size: int = 16  # global batch, in sequences
+    val_fraction: float = 0.05  # fraction of documents (files) held out for validation
+    seed: int = 0
+    cache_dir: str = ""  # "": ~/.cache/jaxdepth
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 200
+    lr: float = 3e-3
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1  # cosine decays to min_lr_ratio * lr
+    weight_decay: float = 0.1
+    b1: float = 0.9
+    b2: float = 0.95
+    grad_clip: float = 1.0  # 0 disables clipping
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 50
+    eval_batches: int = 4
+    ckpt_every: int = 100
+    keep_checkpoints: int = 3
+    diverge_loss: float = 0.0  # stop as diverged above this loss; 0: 3 * ln(vocab)
+    layer_lr_decay: float = 1.0  # layer l gets lr * decay^(depth-1-l); 1 = uniform
+    train_last_layers: int = 0  # >0: freeze embeddings and all but the last k layers
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    data: int = -1  # mesh axis sizes; one may be -1 (fills the remaining devices)
+    fsdp: int = 1
+    tensor: int = 1
+    # logical axis -> mesh axes (None: replicated); users change these in YAML, not code
+    rules: tuple[tuple[str, Any], ...] = (
+        ("batch", ("data", "fsdp")),
+        ("embed", "fsdp"),
+        ("heads", "tensor"),
+        ("kv", None),
+        ("mlp", "tensor"),
+        ("vocab", "tensor"),
+        ("layers", None),
+    )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+
+
+# ---------------------------------------------------------------- dict <-> dataclass
+
+
+def to_dict(cfg) -> dict:
+    """Plain nested dict (JSON/YAML-safe) of a config dataclass."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            v = to_dict(v)
+        elif isinstance(v, tuple):
+            v = [list(x) if isinstance(x, tuple) else x for x in v]
+        out[f.name] = v
+    return out
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Coerce a YAML/CLI value to the field's type, or raise a UserError naming the key."""
+    if typ in (int, float, str, bool) and isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{key}: expected true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise UserError(f"{key}: expected an integer, got {value!r}")
+        return int(value)
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if isinstance(value, (dict, list)):
+            raise UserError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    # rules: list of [logical, mesh] pairs, or a mapping
+    if isinstance(value, str):
+        value = yaml.safe_load(value)
+    if isinstance(value, dict):
+        value = list(value.items())
+    try:
+        return tuple(
+            (str(k), tuple(v) if isinstance(v, list) else v) for k, v in value
+        )
+    except (TypeError, ValueError):
+        raise UserError(f"{key}: expected a list of [logical_axis, mesh_axes] pairs") from None
+
+
+def from_dict(cls, data: dict | None, prefix: str = ""):
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys by name."""
+    data = dict(data or {})
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise UserError(
+                f"unknown config key '{full}'{hint}; valid keys"
+                f"{' under ' + prefix[:-1] if prefix else ''}: {', '.join(names)}"
+            )
+        typ = hints[key]
+        if dataclasses.is_dataclass(typ):
+            if not isinstance(value, dict):
+                raise UserError(f"{full}: expected a section of keys, got {value!r}")
+            kwargs[key] = from_dict(typ, value, prefix=f"{full}.")
+        else:
+            kwargs[key] = _coerce(value, typ, full)
+    return cls(**kwargs)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b=value` strings to a nested dict (values parsed as YAML scalars)."""
+    data = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override '{item}' is not of the form key.sub=value")
+        key, value = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override '{item}': '{p}' is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check values that types alone cannot; each failure is one line naming the key."""
+    from jaxdepth.model.schemes import SCHEMES  # registry lives with the model
+
+    m, d, t = cfg.model, cfg.data, cfg.train
+    checks = [
+        (m.depth >= 1, f"model.depth must be >= 1, got {m.depth}"),
+        (m.width >= 1, f"model.width must be >= 1, got {m.width}"),
+        (m.heads >= 1, f"model.heads must be >= 1, got {m.heads}"),
+        (
+            m.width % max(m.heads, 1) == 0,
+            f"model.width ({m.width}) must be divisible by model.heads ({m.heads}); "
+            f"valid head counts: {[h for h in range(1, m.width + 1) if m.width % h == 0][:12]}",
+        ),
+        (
+            m.heads < 1 or (m.width // m.heads) % 2 == 0,
+            f"model.width / model.heads = {m.width // max(m.heads, 1)} must be even "
+            "(RoPE rotates pairs of channels)",
+        ),
+        (m.scheme in SCHEMES,
+         f"model.scheme '{m.scheme}' is unknown; valid schemes: {', '.join(sorted(SCHEMES))}"),
+        (m.norm in ("rmsnorm", "layernorm"),
+         f"model.norm '{m.norm}' is unknown; valid: rmsnorm, layernorm"),
+        (m.ffn in ("swiglu", "gelu"), f"model.ffn '{m.ffn}' is unknown; valid: swiglu, gelu"),
+        (m.remat in REMAT_POLICIES,
+         f"model.remat '{m.remat}' is unknown; valid: {', '.join(REMAT_POLICIES)}"),
+        (m.dtype in ("float32", "bfloat16", "float16"),
+         f"model.dtype '{m.dtype}' is unknown; valid: float32, bfloat16, float16"),
+        (0.0 <= m.mix_fraction <= 1.0, f"model.mix_fraction must be in [0, 1], got {m.mix_fraction}"),
+        (d.seq_len >= 2, f"data.seq_len must be >= 2, got {d.seq_len}"),
+        (d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}"),
+        (d.tokenizer in ("byte", "bpe"), f"data.tokenizer '{d.tokenizer}' is unknown; valid: byte, bpe"),
+        (0.0 < d.val_fraction < 1.0, f"data.val_fraction must be in (0, 1), got {d.val_fraction}"),
+        (t.steps >= 1, f"train.steps must be >= 1, got {t.steps}"),
+        (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
+        (0 <= t.warmup_steps <= t.steps,
+         f"train.warmup_steps must be in [0, train.steps={t.steps}], got {t.warmup_steps}"),
+        (t.log_every >= 1, f"train.log_every must be >= 1, got {t.log_every}"),
+        (t.eval_every >= 0, f"train.eval_every must be >= 0 (0 disables), got {t.eval_every}"),
+        (t.ckpt_every >= 1, f"train.ckpt_every must be >= 1, got {t.ckpt_every}"),
+        (t.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}"),
+        (t.layer_lr_decay > 0, f"train.layer_lr_decay must be > 0, got {t.layer_lr_decay}"),
+        (0 <= t.train_last_layers <= m.depth,
+         f"train.train_last_layers must be in [0, model.depth={m.depth}], got {t.train_last_layers}"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise UserError(msg)
+    if d.source != "stdlib" and not Path(d.source).expanduser().exists():
+        raise UserError(
+            f"data.source '{d.source}' does not exist; give 'stdlib' (the embedded corpus), "
+            "a text file, a directory of text files, or a .jsonl file"
+        )
+    return cfg
+
+
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """YAML file (optional) + overrides -> validated, frozen RunConfig."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file '{path}' not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"config file '{path}' is not valid YAML: {e}".splitlines()[0]) from None
+        if not isinstance(data, dict):
+            raise UserError(f"config file '{path}' must hold a mapping of sections")
+    data = apply_overrides(data, list(overrides))
+    return validate(from_dict(RunConfig, data))
+
+
+def replace(cfg: RunConfig, **sections) -> RunConfig:
+    """`replace(cfg, model=dict(depth=8))`: a new validated config with fields changed."""
+    data = to_dict(cfg)
+    for sec, changes in sections.items():
+        if isinstance(changes, dict):
+            data[sec].update(changes)
+        else:
+            data[sec] = changes
+    return validate(from_dict(RunConfig, data))

@@ -1,0 +1,32 @@
+"""Feed-forward sublayers: SwiGLU and GELU."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxdepth.model.layers import DTYPES, init
+
+
+class FFN(nn.Module):
+    """SwiGLU `(silu(x W_gate) * (x W_up)) W_down` (Shazeer 2020, arXiv 2002.05202) or
+    GELU `gelu(x W_up) W_down` (Hendrycks & Gimpel 2016), hidden size `cfg.ffn_hidden_size`."""
+
+    cfg: object
+    in_std: float
+    out_std: float
+
+    @nn.compact
+    def __call__(self, x_BTW: jnp.ndarray) -> jnp.ndarray:
+        cfg = self.cfg
+        dtype = DTYPES[cfg.dtype]
+        dense = lambda feats, name, std, names: nn.Dense(  # noqa: E731
+            feats, use_bias=False, dtype=dtype, name=name, kernel_init=init(std, names))
+        F = cfg.ffn_hidden_size
+        up_BTF = dense(F, "up", self.in_std, ("embed", "mlp"))(x_BTW)
+        if cfg.ffn == "swiglu":
+            gate_BTF = dense(F, "gate", self.in_std, ("embed", "mlp"))(x_BTW)
+            h_BTF = nn.silu(gate_BTF) * up_BTF
+        else:
+            h_BTF = nn.gelu(up_BTF)
+        return dense(cfg.width, "down", self.out_std, ("mlp", "embed"))(h_BTF)

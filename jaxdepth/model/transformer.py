@@ -1,0 +1,95 @@
+"""Decoder-only LM: embed -> nn.scan(Block) over the layer index -> final norm -> logits."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdepth.model.block import Block
+from jaxdepth.model.layers import DTYPES, init, make_norm
+from jaxdepth.model.schemes import get_scheme
+
+REMAT = {
+    "full": None,  # save nothing, recompute the whole block
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def block_class(cfg, return_hidden: bool):
+    """The Block, rematerialised per `cfg.remat`, scanned over layers if `cfg.scan_layers`."""
+    cls = Block
+    if cfg.remat != "none":
+        cls = nn.remat(Block, policy=REMAT[cfg.remat], prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+        # Params stacked on a leading "layers" axis; (l, keep) scanned in as inputs
+        # (layer index as data, as in levanter/haliax), stats and hidden scanned out.
+        cls = nn.scan(cls, variable_axes={"params": 0}, split_rngs={"params": True},
+                      in_axes=(0, 0), length=cfg.depth,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
+    return cls
+
+
+class Transformer(nn.Module):
+    """`tokens_BT -> (logits_BTV, aux)`; `aux["stats"]` holds per-layer scalars of shape
+    (depth,), `aux["hidden"]` (if `return_hidden`) the residual stream entering layer 0
+    and leaving every layer, shape (depth + 1, B, T, W). `layer_mask` (depth,) bools:
+    False makes that layer the identity (layer removal without recompiling)."""
+
+    cfg: object  # ModelConfig with vocab_size resolved
+    return_hidden: bool = False  # same params either way; diagnostics set it
+
+    def setup(self):
+        cfg = self.cfg
+        self.embed = nn.Embed(cfg.vocab_size, cfg.width, dtype=DTYPES[cfg.dtype],
+                              embedding_init=init(cfg.init_std, ("vocab", "embed")))
+        self.final_norm = make_norm(cfg, "final_norm") if get_scheme(cfg.scheme).final_norm else None
+        if not cfg.tied_embeddings:
+            self.head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=DTYPES[cfg.dtype],
+                                 kernel_init=init(cfg.init_std, ("embed", "vocab")))
+        cls = block_class(cfg, self.return_hidden)
+        if cfg.scan_layers:
+            self.layers = cls(cfg, self.return_hidden)
+        else:
+            self.layers = [cls(cfg, self.return_hidden) for _ in range(cfg.depth)]
+
+    def unembed(self, h_BTW):
+        """Final norm (if the scheme has one) and unembedding, logits in float32. Also the
+        logit lens when applied to an intermediate residual stream (nostalgebraist 2020)."""
+        if self.final_norm is not None:
+            h_BTW = self.final_norm(h_BTW)
+        logits = self.embed.attend(h_BTW) if self.cfg.tied_embeddings else self.head(h_BTW)
+        return logits.astype(jnp.float32)
+
+    def __call__(self, tokens_BT, layer_mask=None):
+        cfg = self.cfg
+        x_BTW = self.embed(tokens_BT)
+        keep_L = jnp.ones(cfg.depth, bool) if layer_mask is None else jnp.asarray(layer_mask, bool)
+        layer_L = jnp.arange(cfg.depth)
+        if cfg.scan_layers:
+            x_BTW, (stats, hidden) = self.layers(x_BTW, layer_L, keep_L)
+        else:
+            outs = []
+            for i, layer in enumerate(self.layers):
+                x_BTW, out = layer(x_BTW, layer_L[i], keep_L[i])
+                outs.append(out)
+            stats, hidden = jax.tree.map(lambda *a: jnp.stack(a), *outs)
+        aux = {"stats": stats}
+        if self.return_hidden:
+            aux["hidden"] = jnp.concatenate([self.embed(tokens_BT)[None], hidden], axis=0)
+        return self.unembed(x_BTW), aux
+
+
+def count_params(params, non_embedding: bool = False) -> int:
+    """Number of parameters; `non_embedding` drops the embedding/unembedding tables
+    (Kaplan et al. 2020, arXiv 2001.08361, count N without embeddings)."""
+    params = nn.unbox(params)
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    total = 0
+    for path, leaf in leaves:
+        keys = "/".join(str(getattr(k, "key", k)) for k in path)
+        if non_embedding and ("embed" in keys.split("/")[:2] or keys.startswith("head")):
+            continue
+        total += leaf.size
+    return int(total)

@@ -1,0 +1,1 @@
+"""Optimiser, pure train/eval steps and the training driver."""

@@ -1,0 +1,89 @@
+"""Build the model, optimiser, shardings and compiled steps for a run configuration.
+
+`build` is cached on the (frozen, hashable) configuration, so runs of the same shape in one
+process share one compiled train step (sweeps rely on this)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from jaxdepth import parallel
+from jaxdepth.errors import UserError
+from jaxdepth.model import Transformer
+from jaxdepth.train.optim import lr_schedule, make_optimizer
+from jaxdepth.train.step import TrainState, make_eval_step, make_train_step
+
+
+def resolve_model(mcfg, tokenizer_vocab: int):
+    """Fill `vocab_size` from the tokenizer, rounded up to a multiple of 64 (so that the
+    vocab axis shards evenly); an explicit size must hold the tokenizer's vocabulary."""
+    if mcfg.vocab_size == 0:
+        return dataclasses.replace(mcfg, vocab_size=-(-tokenizer_vocab // 64) * 64)
+    if mcfg.vocab_size < tokenizer_vocab:
+        raise UserError(f"model.vocab_size ({mcfg.vocab_size}) is smaller than the tokenizer's "
+                        f"vocabulary ({tokenizer_vocab}); use 0 (automatic) or >= {tokenizer_vocab}")
+    return mcfg
+
+
+@dataclass(frozen=True)
+class Built:
+    model: Transformer
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    mesh: Mesh
+    state_shardings: TrainState
+    batch_sharding: jax.sharding.NamedSharding
+    init_state: object  # jitted: rng -> TrainState, created directly sharded
+    train_step: object  # jitted: (state, batch) -> (state, metrics), state donated
+    eval_step: object  # jitted: (params, batch) -> loss
+
+
+def boxed_param_init(model, seq_len: int):
+    """`init(rng) -> params` with logical-axis boxes, and its abstract (shape-only) output."""
+
+    def init(rng):
+        return model.init(rng, jnp.zeros((1, seq_len), jnp.int32))["params"]
+
+    return init, jax.eval_shape(init, jax.random.key(0))
+
+
+@functools.lru_cache(maxsize=16)
+def build(mcfg, tcfg, pcfg, seq_len: int, pad_id: int, mesh: Mesh | None = None) -> Built:
+    mesh = mesh if mesh is not None else parallel.make_mesh(pcfg)
+    model = Transformer(mcfg)
+    schedule = lr_schedule(tcfg)
+    tx = make_optimizer(mcfg, tcfg)
+    init_params, boxed = boxed_param_init(model, seq_len)
+    param_sh = parallel.logical_shardings(boxed, mesh, pcfg)
+    repl = parallel.replicated(mesh)
+    abstract_params = nn.unbox(boxed)
+    opt_abstract = jax.eval_shape(tx.init, abstract_params)
+    # optimizer moments follow their params' shardings; counters are replicated
+    opt_sh = optax.tree_map_params(tx, lambda _, s: s, opt_abstract, param_sh,
+                                   transform_non_params=lambda _: repl)
+    state_sh = TrainState(step=repl, params=param_sh, opt_state=opt_sh, rng=repl)
+
+    def init_state(rng):
+        params = nn.unbox(init_params(rng))
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          opt_state=tx.init(params), rng=rng)
+
+    batch_sh = parallel.batch_sharding(mesh, pcfg)
+    train_step = make_train_step(model, tx, schedule, pad_id, mcfg.depth)
+    eval_step = make_eval_step(model, pad_id)
+    return Built(
+        model=model, tx=tx, schedule=schedule, mesh=mesh, state_shardings=state_sh,
+        batch_sharding=batch_sh,
+        init_state=jax.jit(init_state, out_shardings=state_sh),
+        train_step=jax.jit(train_step, in_shardings=(state_sh, batch_sh),
+                           out_shardings=(state_sh, repl), donate_argnums=0),
+        eval_step=jax.jit(eval_step, in_shardings=(param_sh, batch_sh), out_shardings=repl),
+    )

@@ -1,0 +1,29 @@
+"""`jaxdepth train CONFIG.yaml [key.sub=value ...] [--run-dir DIR]`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML run config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.depth=8")
+    p.add_argument("--run-dir", help="run directory (default: runs/<name>); re-run to resume")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from jaxdepth.config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # validated before jax work starts
+    from jaxdepth.train.loop import train
+
+    run_dir = Path(args.run_dir or Path("runs") / cfg.name)
+    st = train(cfg, run_dir, progress=not args.no_progress)
+    loss = st.get("final_loss")
+    val = st.get("final_val_loss")
+    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
+    print(f"{st['status']}: step {st['step']}, train loss {fmt(loss)}, val loss {fmt(val)}, "
+          f"{st.get('wall_time_s', 0):.1f}s -> {run_dir}")
+    return 0

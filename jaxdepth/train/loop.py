@@ -1,0 +1,212 @@
+"""The training driver: build, restore, step, log, evaluate, checkpoint, stop on divergence.
+
+Side effects live here: the run directory holds `config.json` (resolved config),
+`metrics.jsonl` (one line per logged step), `tb/` (TensorBoard), `checkpoints/` (Orbax) and
+`status.json` (`running`, `done`, `diverged` or `interrupted`, with the final losses).
+Re-running the same command on the same run directory resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxdepth import checkpoint, parallel
+from jaxdepth.config import RunConfig, to_dict
+from jaxdepth.data.pipeline import load_corpus, train_iterator, val_batches
+from jaxdepth.errors import UserError
+from jaxdepth.model import count_params
+from jaxdepth.train.build import build, resolve_model
+
+
+def read_json(path: Path, default=None):
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
+
+
+def check_same_run(run_dir: Path, cfg_dict: dict) -> None:
+    """A run directory belongs to one configuration; only `train.steps` may change
+    (to extend a finished run)."""
+    old = read_json(run_dir / "config.json")
+    if old is None:
+        return
+    a = {**old, "train": {**old["train"], "steps": None}}
+    b = {**cfg_dict, "train": {**cfg_dict["train"], "steps": None}}
+    if a != b:
+        diff = [f"{s}.{k}" for s in b if isinstance(b[s], dict)
+                for k in b[s] if a.get(s, {}).get(k) != b[s][k]]
+        diff += [s for s in b if not isinstance(b[s], dict) and a.get(s) != b[s]]
+        raise UserError(f"run dir '{run_dir}' holds a run with a different config (differs in "
+                        f"{', '.join(diff)}); use another --run-dir or the same config")
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines logged after the checkpoint we resume from (they will be re-logged)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Preemption (SIGTERM) ends the run like Ctrl-C: checkpoint, then stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _host(tree):
+    return jax.tree.map(lambda x: np.asarray(x).tolist(), jax.device_get(tree))
+
+
+def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
+          stop_at: int | None = None, mesh=None) -> dict:
+    """Train (or resume) the run in `run_dir`; returns the final status dict.
+    `stop_at`: stop after the checkpoint at that step (as if killed), for tests."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_dict = to_dict(cfg)
+    check_same_run(run_dir, cfg_dict)
+    t_cfg, d_cfg = cfg.train, cfg.data
+    status = read_json(run_dir / "status.json", {})
+    if status.get("status") in ("done", "diverged") and status.get("step", 0) >= t_cfg.steps:
+        return status
+    pid, pcount = jax.process_index(), jax.process_count()
+    is_writer = pid == 0
+
+    corpus = load_corpus(d_cfg)
+    tok = corpus.tokenizer
+    mcfg = resolve_model(cfg.model, tok.vocab_size)
+    if is_writer:
+        write_json(run_dir / "config.json", cfg_dict)
+        tok.save(run_dir / "tokenizer.json")
+    b = build(mcfg, t_cfg, cfg.parallel, d_cfg.seq_len, tok.pad_id, mesh)
+    data_iter = train_iterator(corpus, d_cfg, pid, pcount)
+    val = [parallel.global_batch({"tokens": v}, b.batch_sharding)
+           for v in val_batches(corpus, d_cfg, t_cfg.eval_batches, pid, pcount)]
+
+    mngr = checkpoint.manager(run_dir, t_cfg.keep_checkpoints)
+    state = b.init_state(jax.random.key(t_cfg.seed))
+    restored = checkpoint.restore(mngr, checkpoint.abstract_like(state, b.state_shardings),
+                                  data_iter)
+    start = 0
+    if restored is not None:
+        start, state, _ = restored
+    metrics_path = run_dir / "metrics.jsonl"
+    if is_writer:
+        truncate_metrics(metrics_path, start)
+    n_params = count_params(state.params)
+    n_nonembed = count_params(state.params, non_embedding=True)
+    tokens_per_step = d_cfg.batch_size * d_cfg.seq_len
+    diverge_at = t_cfg.diverge_loss or 3.0 * math.log(mcfg.vocab_size)
+    base = dict(params=n_params, non_embedding_params=n_nonembed, vocab_size=mcfg.vocab_size,
+                tokens_per_step=tokens_per_step)
+    status = {**status, **base, "status": "running", "step": start}
+    if is_writer:
+        write_json(run_dir / "status.json", status)
+    tb = None
+    if is_writer:
+        from tensorboardX import SummaryWriter
+        tb = SummaryWriter(str(run_dir / "tb"))
+
+    def evaluate(params) -> float:
+        return float(np.mean([float(b.eval_step(params, v)) for v in val]))
+
+    bar = tqdm(total=t_cfg.steps, initial=start, disable=not (progress and is_writer),
+               desc=cfg.name, unit="step", dynamic_ncols=True)
+    t0, t_last, step_last = time.time(), time.time(), start
+    last = {}
+    step = start
+    try:
+        with sigterm_as_interrupt():
+            while step < t_cfg.steps:
+                batch = parallel.global_batch(next(data_iter), b.batch_sharding)
+                state, m = b.train_step(state, batch)
+                step += 1
+                final = step == t_cfg.steps
+                if step % t_cfg.log_every == 0 or final:
+                    rec = {"step": step, **_host(m)}
+                    now = time.time()
+                    rec["tokens_per_s"] = (step - step_last) * tokens_per_step / (now - t_last)
+                    t_last, step_last = now, step
+                    if (t_cfg.eval_every and step % t_cfg.eval_every == 0) or final:
+                        rec["val_loss"] = evaluate(state.params)
+                    diverged = not math.isfinite(rec["loss"]) or rec["loss"] > diverge_at
+                    last.update({k: rec[k] for k in ("loss", "val_loss") if k in rec})
+                    if is_writer:
+                        with metrics_path.open("a") as f:
+                            f.write(json.dumps(rec) + "\n")
+                        _tensorboard(tb, rec)
+                    bar.set_postfix(loss=f"{rec['loss']:.3f}",
+                                    tok_s=f"{rec['tokens_per_s']:.0f}")
+                    if diverged:
+                        status.update(status="diverged", step=step, final_loss=rec["loss"],
+                                      final_val_loss=last.get("val_loss"),
+                                      reason=f"loss {rec['loss']:.4g} is not finite or above "
+                                             f"{diverge_at:.3g}")
+                        break
+                bar.update(1)
+                if step % t_cfg.ckpt_every == 0 or final:
+                    checkpoint.save(mngr, step, state, data_iter, cfg_dict)
+                if stop_at is not None and step >= stop_at:
+                    mngr.wait_until_finished()
+                    status.update(status="interrupted", step=step)
+                    break
+            else:
+                status.update(status="done", step=step, final_loss=last.get("loss"),
+                              final_val_loss=last.get("val_loss"))
+    except KeyboardInterrupt:
+        if step not in mngr.all_steps():
+            checkpoint.save(mngr, step, state, data_iter, cfg_dict)
+        status.update(status="interrupted", step=step)
+        raise
+    finally:
+        bar.close()
+        mngr.wait_until_finished()
+        mngr.close()
+        status.update(tokens=status["step"] * tokens_per_step,
+                      wall_time_s=status.get("wall_time_s", 0.0) + time.time() - t0)
+        if is_writer:
+            write_json(run_dir / "status.json", status)
+            tb.close()
+    return status
+
+
+def _tensorboard(tb, rec: dict) -> None:
+    step = rec["step"]
+    for k, v in rec.items():
+        if k == "layers":
+            for name, vals in v.items():
+                for i, x in enumerate(vals):
+                    tb.add_scalar(f"layers/{name}/{i:03d}", x, step)
+        elif k != "step":
+            tb.add_scalar(k, v, step)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln] if path.exists() else []
