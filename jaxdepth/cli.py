@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 from jaxdepth.errors import UserError
@@ -14,8 +15,20 @@ from jaxdepth.errors import UserError
 VERBS: dict[str, tuple[str, str]] = {
     "train": ("jaxdepth.train.cli", "train one run from a YAML config (resumes in its run dir)"),
     "quickstart": ("jaxdepth.quickstart", "pre vs lns at two depths on the embedded corpus"),
+    "signal": ("jaxdepth.diagnostics.signal_cli", "signal propagation through depth, per scheme"),
+    "analyze": ("jaxdepth.diagnostics.cli", "per-layer analysis of a trained run"),
     "fit": ("jaxdepth.scaling.cli", "fit scaling laws to a results table"),
+    "sweep": ("jaxdepth.sweep.cli", "run a resumable depth x width x scheme sweep"),
+    "report": ("jaxdepth.report.cli", "markdown report and plots of an experiment"),
+    "bench": ("jaxdepth.bench", "throughput benchmarks against this machine's matmul peak"),
 }
+
+
+def _available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jaxdepth", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, (module, help_) in VERBS.items():
+        if not _available(module):
+            continue
         p = sub.add_parser(name, help=help_, description=help_)
         if name == verb:
             mod = importlib.import_module(module)
