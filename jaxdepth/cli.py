@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # Parse the verb first, then let its module add its own arguments.
     verb = next((a for a in argv if not a.startswith("-")), None)
-    parser = argparse.ArgumentParser(prog="jaxdepth", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="jaxdepth", description="jaxdepth: what depth does to a transformer (JAX/Flax).")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, (module, help_) in VERBS.items():
         if not _available(module):

@@ -123,15 +123,15 @@ def to_dict(cfg) -> dict:
         v = getattr(cfg, f.name)
         if dataclasses.is_dataclass(v):
             v = to_dict(v)
-        elif isinstance(v, tuple):
-            v = [list(x) if isinstance(x, tuple) else x for x in v]
+        elif isinstance(v, tuple):  # lists at every level, as JSON reads them back
+            v = json.loads(json.dumps(v))
         out[f.name] = v
     return out
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
     """Coerce a YAML/CLI value to the field's type, or raise a UserError naming the key."""
-    if typ in (int, float, str, bool) and isinstance(value, str):
+    if typ in (int, float, bool) and isinstance(value, str):
         try:
             value = yaml.safe_load(value)
         except yaml.YAMLError:
@@ -145,6 +145,11 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
             raise UserError(f"{key}: expected an integer, got {value!r}")
         return int(value)
     if typ is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{key}: expected a number, got {value!r}")
         return float(value)

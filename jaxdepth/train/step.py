@@ -66,7 +66,7 @@ def make_train_step(model, tx, schedule, pad_id: int, depth: int):
         params = optax.apply_updates(state.params, updates)
         metrics = {
             "loss": loss,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "lr": schedule(state.step),
             "layers": {**stats, **layer_grad_norms(grads, depth)},
         }
