@@ -1,0 +1,1 @@
+"""Diagnostics of depth: signal propagation, and per-layer analysis of trained models."""

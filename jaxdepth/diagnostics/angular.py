@@ -1,0 +1,104 @@
+"""Angular distance between the residual streams of layers l and l + n.
+
+`d(x, y) = arccos(cos(x, y)) / pi` in [0, 1] (Gromov et al. 2024, "The unreasonable
+ineffectiveness of the deeper layers", arXiv 2403.17887; ShortGPT's Block Influence,
+Men et al. 2024, arXiv 2403.03853, is 1 - cos of the same pair; LNS, Sun et al. 2025,
+arXiv 2502.05795, plots it on the last token). Two conventions are reported: the
+last (non-pad) token of each sequence, as those papers do, and the mean over every
+non-pad token.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdepth.diagnostics.forward import (as_batches, forward_hidden, inputs_targets_mask,
+                                          sum_over_batches)
+
+
+def angular_distance(x, y, axis: int = -1):
+    """`arccos(cos(x, y)) / pi` along `axis` (arXiv 2403.17887), computed as
+    `2 atan2(|u - v|, |u + v|) / pi` on the unit vectors u, v (Kahan's form: the same angle,
+    but exact at 0 and 1 where arccos loses half the digits). A zero vector counts as
+    orthogonal to everything (distance 0.5)."""
+    x, y = x.astype(jnp.float32), y.astype(jnp.float32)
+    unit = lambda a: a / jnp.maximum(jnp.linalg.norm(a, axis=axis, keepdims=True), 1e-30)  # noqa: E731
+    u, v = unit(x), unit(y)
+    return 2.0 * jnp.arctan2(jnp.linalg.norm(u - v, axis=axis),
+                             jnp.linalg.norm(u + v, axis=axis)) / jnp.pi
+
+
+def last_token_index(mask_BT):
+    """Index of the last counted (non-pad) position of each row, and whether the row has one."""
+    T = mask_BT.shape[1]
+    has_B = jnp.any(mask_BT > 0, axis=1)
+    return T - 1 - jnp.argmax(mask_BT[:, ::-1] > 0, axis=1), has_B
+
+
+@dataclass(frozen=True)
+class AngularDistances:
+    """`[i, j]` = mean angular distance between hidden states i and j; index 0 is the stream
+    entering layer 0 (embeddings), index l + 1 the stream leaving layer l. Shape (D+1, D+1)."""
+
+    last_token: np.ndarray
+    all_tokens: np.ndarray
+    n_sequences: int  # rows with at least one counted token
+    n_tokens: int  # counted (non-pad) tokens
+
+
+def _pairwise(h_LNW):
+    """(D+1, N, W) -> (D+1, D+1, N): angular distance of every pair of layers, one row at a
+    time so memory stays at one copy of the stream."""
+    return jax.lax.map(lambda h_NW: angular_distance(h_NW[None], h_LNW), h_LNW)
+
+
+@functools.partial(jax.jit, static_argnames=("mcfg", "pad_id"))
+def _angular_sums(params, mcfg, batches_NBS1, pad_id: int):
+    def per_batch(tokens_BS1):
+        inputs_BT, _, mask_BT = inputs_targets_mask(tokens_BS1, pad_id)
+        _, h_LBTW = forward_hidden(params, mcfg, inputs_BT)
+        L, B, T, W = h_LBTW.shape
+        last_B, has_B = last_token_index(mask_BT)
+        h_last_LBW = h_LBTW[:, jnp.arange(B), last_B]
+        d_last_LLB = _pairwise(h_last_LBW)
+        d_all_LLN = _pairwise(h_LBTW.reshape(L, B * T, W))
+        return dict(
+            last=jnp.sum(d_last_LLB * has_B, axis=-1),
+            all=jnp.sum(d_all_LLN * mask_BT.reshape(-1), axis=-1),
+            n_seq=jnp.sum(has_B).astype(jnp.float32),
+            n_tok=jnp.sum(mask_BT))
+
+    return sum_over_batches(per_batch, batches_NBS1)
+
+
+def angular_distances(params, mcfg, tokens, pad_id: int) -> AngularDistances:
+    """Angular distance between every pair of hidden states, over one batch (B, S+1) or a
+    stack (n, B, S+1) of token windows; positions whose target is `pad_id` never count, and
+    "last token" is the last counted position of each row."""
+    s = jax.device_get(_angular_sums(params, mcfg, as_batches(tokens), pad_id))
+    n_seq, n_tok = int(s["n_seq"]), int(s["n_tok"])
+    return AngularDistances(last_token=np.asarray(s["last"]) / max(n_seq, 1),
+                            all_tokens=np.asarray(s["all"]) / max(n_tok, 1),
+                            n_sequences=n_seq, n_tokens=n_tok)
+
+
+def consecutive(d_LL: np.ndarray) -> np.ndarray:
+    """(D,) distance between the stream entering and leaving each layer: d(h_l, h_{l+1})."""
+    return np.diagonal(np.asarray(d_LL), offset=1).copy()
+
+
+def by_block_size(d_LL: np.ndarray) -> np.ndarray:
+    """(D, D) grid `[n - 1, l] = d(h_l, h_{l+n})` for block size n = 1..D and first layer l,
+    NaN where l + n > D: the layout of Gromov et al.
+    (arXiv 2403.17887) heatmaps."""
+    d_LL = np.asarray(d_LL)
+    D = d_LL.shape[0] - 1
+    out = np.full((D, D), np.nan)
+    for n in range(1, D + 1):
+        out[n - 1, :D + 1 - n] = np.diagonal(d_LL, offset=n)
+    return out

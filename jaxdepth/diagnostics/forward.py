@@ -1,0 +1,52 @@
+"""Shared plumbing for the per-layer diagnostics: the forward pass with the residual stream,
+the padding mask, and a sum over a stack of evaluation batches inside one jit."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxdepth.model import Transformer
+from jaxdepth.train.step import split_batch
+
+
+def as_batches(tokens) -> jnp.ndarray:
+    """(B, S+1) one batch or (n, B, S+1) a stack of batches -> int32 (n, B, S+1)."""
+    tokens = jnp.asarray(tokens, jnp.int32)
+    if tokens.ndim == 2:
+        tokens = tokens[None]
+    if tokens.ndim != 3 or tokens.shape[-1] < 2:
+        raise ValueError(f"expected token windows (B, S+1) or (n, B, S+1), got {tokens.shape}")
+    return tokens
+
+
+def inputs_targets_mask(tokens_BS1, pad_id: int):
+    """inputs (B, S), targets (B, S), mask (B, S) float32: 1 where the target is not padding
+    (the positions the loss counts; every diagnostic counts exactly these)."""
+    inputs_BT, targets_BT = split_batch(tokens_BS1)
+    return inputs_BT, targets_BT, (targets_BT != pad_id).astype(jnp.float32)
+
+
+def forward_hidden(params, mcfg, inputs_BT, layer_mask=None):
+    """`(logits_BTV, hidden_LBTW)`: hidden has depth + 1 entries, the stream entering layer 0
+    (the embeddings) and leaving every layer."""
+    model = Transformer(mcfg, return_hidden=True)
+    logits_BTV, aux = model.apply({"params": params}, inputs_BT, layer_mask=layer_mask)
+    return logits_BTV, aux["hidden"]
+
+
+def unembed(params, mcfg, h_BTW):
+    """Final norm + unembedding of any residual stream (the logit lens)."""
+    return Transformer(mcfg).apply({"params": params}, h_BTW, method=Transformer.unembed)
+
+
+def sum_over_batches(per_batch, batches_NBS1):
+    """`sum_n per_batch(tokens_BS1)` for a pytree of sums, as one `lax.scan` (one compile
+    whatever the number of batches)."""
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                         jax.eval_shape(per_batch, batches_NBS1[0]))
+
+    def body(acc, tokens_BS1):
+        return jax.tree.map(jnp.add, acc, per_batch(tokens_BS1)), None
+
+    return jax.lax.scan(body, zeros, batches_NBS1)[0]

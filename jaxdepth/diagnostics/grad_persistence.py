@@ -1,0 +1,104 @@
+"""Gradient persistence length tau from per-layer gradient norms.
+
+The Depth Delusion (arXiv 2601.20994): `||g_l|| ~= ||g_D|| exp(-(D - l) / tau)`, i.e.
+`log ||g_l|| = log ||g_D|| - (D - l) / tau`, fitted by least squares over the layers
+l = 1..D. That is a straight line in l with slope `1 / tau`; the fit reports tau, its
+standard error (delta method: se(tau) = se(slope) / slope^2), and R^2.
+
+Sign: a positive slope means the gradient shrinks toward the input (finite tau, the paper's
+picture). A slope <= 0 means it does not decay toward the input (flat, or growing toward
+the input as Pre-LN often shows early in training): there is no finite decay length, so
+tau = inf with status "flat" or "growing", and `slope` keeps the fitted rate. Layers with
+a zero or non-finite norm (frozen layers) are left out of the fit; fewer than two usable
+layers gives tau = NaN with status "degenerate".
+
+The norms come from the training loop (`jaxdepth.train.step.layer_grad_norms`, logged as
+`layers.attn_grad_norm` / `layers.ffn_grad_norm` in metrics.jsonl); nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from jaxdepth.errors import UserError
+
+
+@dataclass(frozen=True)
+class PersistenceFit:
+    tau: float  # layers; inf when the norms do not decay toward the input, NaN if degenerate
+    tau_stderr: float
+    r2: float
+    slope: float  # d log||g_l|| / d l = 1 / tau
+    log_grad_last: float  # fitted log ||g_D||
+    n_layers: int  # layers used in the fit
+    status: str  # "decaying" | "flat" | "growing" | "degenerate"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit_grad_persistence(grad_norms_L) -> PersistenceFit:
+    """Least-squares fit of `log ||g_l|| = log ||g_D|| - (D - l) / tau` over layers
+    l = 1..D (arXiv 2601.20994); see the module docstring for the sign conventions."""
+    g = np.asarray(grad_norms_L, np.float64).reshape(-1)
+    D = g.size
+    layer = np.arange(1, D + 1, dtype=np.float64)
+    ok = np.isfinite(g) & (g > 0)
+    n = int(ok.sum())
+    nan = float("nan")
+    if n < 2:
+        return PersistenceFit(nan, nan, nan, nan, nan, n, "degenerate")
+    x, y = layer[ok], np.log(g[ok])
+    xm, ym = x.mean(), y.mean()
+    sxx = float(np.sum((x - xm) ** 2))
+    slope = float(np.sum((x - xm) * (y - ym)) / sxx)
+    intercept = ym - slope * xm
+    resid = y - (intercept + slope * x)
+    ss_res, ss_tot = float(np.sum(resid ** 2)), float(np.sum((y - ym) ** 2))
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else nan
+    slope_se = math.sqrt(ss_res / (n - 2) / sxx) if n > 2 else nan
+    log_last = float(intercept + slope * D)
+    if slope > 0:
+        return PersistenceFit(1.0 / slope, slope_se / slope ** 2, r2, slope, log_last, n,
+                              "decaying")
+    status = "flat" if slope == 0 else "growing"
+    return PersistenceFit(math.inf, nan, r2, slope, log_last, n, status)
+
+
+def layer_grad_norms(record: dict) -> dict[str, np.ndarray]:
+    """Per-layer gradient norms of one metrics.jsonl record: attention, FFN and the whole
+    layer (sqrt(attn^2 + ffn^2), the norm of all the layer's parameters)."""
+    layers = record.get("layers", {})
+    if "attn_grad_norm" not in layers or "ffn_grad_norm" not in layers:
+        raise UserError(f"metrics record at step {record.get('step')} has no per-layer gradient "
+                        "norms (layers.attn_grad_norm / layers.ffn_grad_norm)")
+    attn = np.asarray(layers["attn_grad_norm"], np.float64)
+    ffn = np.asarray(layers["ffn_grad_norm"], np.float64)
+    return {"attn": attn, "ffn": ffn, "layer": np.sqrt(attn ** 2 + ffn ** 2)}
+
+
+def record_at(records: list[dict], step: int | None) -> dict:
+    """The logged record at `step` (None: the last one); at a step that was not logged,
+    the last record before it. UserError if there is none."""
+    with_norms = [r for r in records if "attn_grad_norm" in r.get("layers", {})]
+    if not with_norms:
+        raise UserError("metrics.jsonl holds no per-layer gradient norms")
+    if step is None:
+        return with_norms[-1]
+    before = [r for r in with_norms if r["step"] <= step]
+    if not before:
+        raise UserError(f"no gradient norms logged at or before step {step}; first logged step "
+                        f"is {with_norms[0]['step']}")
+    return before[-1]
+
+
+def tau_over_training(records: list[dict]) -> list[dict]:
+    """tau fit of the whole-layer gradient norms at every logged step."""
+    out = []
+    for r in records:
+        if "attn_grad_norm" in r.get("layers", {}):
+            out.append({"step": r["step"], **fit_grad_persistence(layer_grad_norms(r)["layer"]).to_dict()})
+    return out

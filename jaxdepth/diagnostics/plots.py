@@ -1,0 +1,158 @@
+"""PNG figures of an analysis dict (see `analysis.analyze`), one run or several on one figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _title(a: dict) -> str:
+    return f"{a.get('label', '')} ({a['scheme']}, depth {a['depth']}, step {a['step']})".strip()
+
+
+def angular_heatmap(a: dict, path: Path) -> Path:
+    """d(h_l, h_{l+n}) by first layer l and block size n, last token and all tokens."""
+    from jaxdepth.diagnostics.angular import by_block_size
+
+    D = a["depth"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for ax, key, name in zip(axes, ("last_token", "all_tokens"), ("last token", "all tokens")):
+        grid = by_block_size(np.asarray(a["angular_distance"][key]))
+        im = ax.imshow(grid, origin="lower", cmap="viridis", vmin=0, aspect="auto",
+                       extent=(-0.5, D - 0.5, 0.5, D + 0.5))
+        ax.set_xlabel("first layer l (0 = embeddings)")
+        ax.set_ylabel("block size n")
+        ax.set_title(f"angular distance d(h_l, h_l+n), {name}")
+        fig.colorbar(im, ax=ax, label="arccos(cos) / pi")
+    fig.suptitle(_title(a))
+    return _save(fig, path)
+
+
+def removal_bars(a: dict, path: Path) -> Path:
+    r = a["layer_removal"]
+    thr = a["effective_depth"]["removal_threshold"]
+    delta = np.asarray(r["delta"])
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    colors = ["tab:gray" if d < thr else "tab:blue" for d in delta]
+    ax.bar(np.arange(len(delta)), delta, color=colors)
+    ax.axhline(thr, color="tab:red", ls="--", lw=1, label=f"threshold {thr:g} nats")
+    _symlog_from_zero(ax, delta, thr)
+    ax.set_xlabel("layer removed")
+    ax.set_ylabel("validation loss increase (nats, symlog)")
+    ax.set_title(f"layer removal, base loss {r['base_loss']:.3f}\n{_title(a)}", fontsize=10)
+    ax.legend()
+    return _save(fig, path)
+
+
+def _symlog_from_zero(ax, values, linthresh: float) -> None:
+    """Symlog y so that small costs stay visible beside the first layer's large one; the
+    axis starts at 0 unless some value is negative."""
+    ax.set_yscale("symlog", linthresh=max(linthresh, 1e-4))
+    lo = min(0.0, float(np.min(values)) * 1.5)
+    ax.set_ylim(bottom=lo)
+
+
+def lens_curves(runs: list[dict], path: Path) -> Path:
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for a in runs:
+        lens = a["logit_lens"]
+        x = np.arange(len(lens["loss"]))
+        label = a.get("label") or a["scheme"]
+        line = axes[0].plot(x, lens["loss"], marker="o", label=label)[0]
+        axes[0].axhline(lens["loss"][-1] * 1.1, color=line.get_color(), ls=":", lw=1)
+        axes[1].plot(x, lens["kl"], marker="o", label=label)
+        axes[2].plot(x, lens["top1_agreement"], marker="o", label=label)
+    for ax, y in zip(axes, ("lens loss (dotted: final + 10%)", "KL(final || lens) nats",
+                            "top-1 agreement with final")):
+        ax.set_xlabel("hidden state (0 = embeddings, l = after layer l-1)")
+        ax.set_ylabel(y)
+        ax.legend(fontsize=8)
+    axes[1].set_yscale("symlog", linthresh=1e-2)
+    fig.suptitle("logit lens" + ("" if len(runs) > 1 else f": {_title(runs[0])}"))
+    return _save(fig, path)
+
+
+def grad_persistence(a: dict, path: Path) -> Path:
+    """Per-layer gradient norms (log scale) with the fitted exp(-(D - l) / tau) line, and tau
+    over training."""
+    gp = a["grad_persistence"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    layers = np.arange(1, a["depth"] + 1)
+    for key, style in (("attn", "s--"), ("ffn", "^--"), ("layer", "o-")):
+        ax.plot(layers, gp["grad_norm"][key], style, label=f"{key} ||g_l||")
+    fit = gp["fit"]["layer"]
+    if fit["status"] != "degenerate":
+        ax.plot(layers, np.exp(fit["log_grad_last"] + fit["slope"] * (layers - a["depth"])),
+                color="k", lw=1, label="fit: " + _fit_label(fit))
+    ax.set_yscale("log")
+    ax.set_xlabel("layer l (1-based)")
+    ax.set_ylabel("gradient norm")
+    ax.set_title(f"step {gp['step']}: {_title(a)}", fontsize=9)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    over = gp["over_training"]
+    steps = [r["step"] for r in over]
+    ax.plot(steps, [r["slope"] for r in over], marker=".")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("fitted slope 1/tau (per layer)")
+    ax.set_title("> 0: decays toward the input (finite tau)", fontsize=9)
+    return _save(fig, path)
+
+
+def _fit_label(fit: dict) -> str:
+    if fit["status"] == "decaying":
+        return f"tau = {fit['tau']:.2f} +- {fit['tau_stderr']:.2f}, R2 = {fit['r2']:.2f}"
+    return f"slope {fit['slope']:.3f}/layer ({fit['status']}, tau = inf)"
+
+
+def compare(runs: list[dict], path: Path) -> Path:
+    """The Pre-LN vs LNS picture: every run's per-layer curves on shared axes."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    for a in runs:
+        label = a.get("label") or a["scheme"]
+        D = a["depth"]
+        layers = np.arange(D)
+        axes[0, 0].plot(layers, a["angular_distance"]["consecutive_last_token"], marker="o",
+                        label=label)
+        axes[0, 1].plot(layers, a["layer_removal"]["delta"], marker="o", label=label)
+        axes[1, 0].plot(np.arange(D + 1), a["logit_lens"]["loss"], marker="o", label=label)
+        if "grad_persistence" in a:
+            axes[1, 1].plot(layers, a["grad_persistence"]["grad_norm"]["layer"], marker="o",
+                            label=f"{label}, {_fit_label(a['grad_persistence']['fit']['layer'])}")
+    thr = runs[0]["effective_depth"]["removal_threshold"]
+    axes[0, 1].axhline(thr, color="k", ls="--", lw=0.8)
+    _symlog_from_zero(axes[0, 1], np.concatenate([a["layer_removal"]["delta"] for a in runs]), thr)
+    titles = [("consecutive angular distance d(h_l, h_l+1), last token", "layer l"),
+              (f"loss increase when layer l is removed (dashed: {thr:g})", "layer l"),
+              ("logit-lens loss", "hidden state (0 = embeddings)"),
+              ("gradient norm per layer", "layer l")]
+    for ax, (t, xl) in zip(axes.flat, titles):
+        ax.set_title(t, fontsize=10)
+        ax.set_xlabel(xl)
+        ax.legend(fontsize=8)
+    axes[1, 1].set_yscale("log")
+    return _save(fig, path)
+
+
+def all_figures(a: dict, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [angular_heatmap(a, out_dir / "angular_distance.png"),
+             removal_bars(a, out_dir / "layer_removal.png"),
+             lens_curves([a], out_dir / "logit_lens.png")]
+    if "grad_persistence" in a:
+        paths.append(grad_persistence(a, out_dir / "grad_persistence.png"))
+    return paths

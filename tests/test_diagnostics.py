@@ -1,0 +1,247 @@
+"""Per-layer diagnostics of a trained model: angular distance, layer removal, logit lens,
+gradient persistence, and `jaxdepth analyze` end to end. One tiny run is trained once for
+the module; the library tests use its restored params (same shapes as the CLI, so the
+compiled functions are shared)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdepth.cli import main
+from jaxdepth.config import RunConfig, replace
+from jaxdepth.data.pipeline import val_batches
+from jaxdepth.diagnostics.angular import angular_distance, angular_distances
+from jaxdepth.diagnostics.cli import load_run
+from jaxdepth.diagnostics.forward import forward_hidden
+from jaxdepth.diagnostics.grad_persistence import fit_grad_persistence
+from jaxdepth.diagnostics.lens import lens_logits, logit_lens
+from jaxdepth.diagnostics.removal import layer_removal
+from jaxdepth.model import Transformer
+from jaxdepth.train.loop import train
+from jaxdepth.train.step import lm_loss, split_batch
+
+DEPTH = 3
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A depth-3, width-32 `pre` model trained 20 steps; its restored params, config and
+    one held-out batch (4, 33)."""
+    run_dir = tmp_path_factory.mktemp("diag") / "run"
+    cfg = replace(RunConfig(), name="diag", model=dict(depth=DEPTH, width=32, heads=2),
+                  data=dict(seq_len=32, batch_size=4),
+                  train=dict(steps=20, warmup_steps=2, log_every=5, eval_every=0,
+                             eval_batches=1, ckpt_every=10))
+    st = train(cfg, run_dir, progress=False)
+    assert st["status"] == "done"
+    cfg, mcfg, params, step, corpus = load_run(run_dir, None)
+    assert step == 20
+    tokens = val_batches(corpus, cfg.data, 1)[0]
+    return dict(run_dir=run_dir, mcfg=mcfg, params=params, tokens=tokens,
+                pad_id=corpus.tokenizer.pad_id)
+
+
+@functools.partial(jax.jit, static_argnames="mcfg")
+def _logits(params, mcfg, inputs):
+    return Transformer(mcfg).apply({"params": params}, inputs)[0]
+
+
+def _loss(mcfg, params, tokens, pad_id):
+    """The model's own loss, without the diagnostics code."""
+    inputs, targets = split_batch(jnp.asarray(tokens))
+    logits = _logits(params, mcfg, inputs)
+    return float(lm_loss(logits, targets, pad_id)), logits
+
+
+# ------------------------------------------------------------------ angular distance
+
+
+def test_angular_distance_identical_opposite_orthogonal():
+    x = jax.random.normal(jax.random.key(0), (5, 16))
+    y = jax.random.normal(jax.random.key(1), (5, 16))
+    assert np.all(np.asarray(angular_distance(x, x)) == 0.0)
+    assert np.all(np.asarray(angular_distance(x, 3.0 * x)) < 1e-7)  # arccos(cos) is ~1e-4 here
+    np.testing.assert_allclose(angular_distance(x, -x), 1.0, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(angular_distance(jnp.eye(2)[0], jnp.eye(2)[1]), 0.5, atol=1e-7)
+    cos = np.sum(x * y, -1) / np.linalg.norm(x, axis=-1) / np.linalg.norm(y, axis=-1)
+    np.testing.assert_allclose(angular_distance(x, y), np.arccos(cos) / np.pi, atol=1e-6)
+
+
+def test_padding_not_counted(trained):
+    """A padded batch gives the numbers of its unpadded prefixes. The model is causal, so the
+    reference is the unpadded batch's own hidden states and lens logits at the positions
+    before the padding, averaged here by hand."""
+    mcfg, params, pad = trained["mcfg"], trained["params"], trained["pad_id"]
+    real = np.asarray(trained["tokens"])  # (4, 33), no padding in held-out windows
+    assert not np.any(real == pad)
+    lengths = {0: 10, 1: 20, 2: 25}  # real tokens kept per row; row 3 is all padding
+    padded = np.full_like(real, pad)
+    for r, p in lengths.items():
+        padded[r, :p] = real[r, :p]
+    counted = {r: p - 1 for r, p in lengths.items()}  # targets before the first pad target
+
+    inputs, targets = split_batch(jnp.asarray(real))
+    h = np.asarray(jax.jit(forward_hidden, static_argnums=1)(params, mcfg, inputs)[1])
+    last = np.stack([h[:, r, n - 1] for r, n in counted.items()], 1)  # (D+1, 3, W)
+    every = np.concatenate([h[:, r, :n] for r, n in counted.items()], 1)  # (D+1, N, W)
+    pairs = lambda x: np.asarray(angular_distance(x[:, None], x[None, :])).mean(-1)  # noqa: E731
+    ang = angular_distances(params, mcfg, padded, pad)
+    assert (ang.n_sequences, ang.n_tokens) == (3, sum(counted.values()))
+    np.testing.assert_allclose(ang.last_token, pairs(last), atol=1e-5)
+    np.testing.assert_allclose(ang.all_tokens, pairs(every), atol=1e-5)
+    assert ang.last_token[0, -1] > 0.01  # the comparison is not vacuous
+
+    logp = jax.nn.log_softmax(lens_logits(params, mcfg, inputs))  # (D+1, 4, 32, V)
+    ce = -np.take_along_axis(np.asarray(logp), np.asarray(targets)[None, ..., None], -1)[..., 0]
+    ref = np.concatenate([ce[:, r, :n] for r, n in counted.items()], 1).mean(-1)
+    lens = logit_lens(params, mcfg, padded, pad)
+    np.testing.assert_allclose(lens.loss, ref, rtol=1e-5)
+    rem = layer_removal(params, mcfg, padded, pad)
+    assert rem.n_tokens == ang.n_tokens
+    np.testing.assert_allclose(rem.base_loss, ref[-1], rtol=1e-5)
+
+
+# ------------------------------------------------------------------ layer removal
+
+
+def test_zeroed_pre_layer_is_identity(trained):
+    mcfg, pad, tokens = trained["mcfg"], trained["pad_id"], trained["tokens"]
+    assert mcfg.scheme == "pre"
+    params = dict(trained["params"])
+    params["layers"] = jax.tree.map(lambda p: p.at[1].set(0.0), params["layers"])
+    rem = layer_removal(params, mcfg, tokens, pad)
+    assert rem.delta[1] == 0.0
+    assert np.all(np.abs(rem.delta[[0, 2]]) > 1e-4)
+    ang = angular_distances(params, mcfg, tokens, pad)
+    assert ang.last_token[1, 2] == 0.0 and ang.all_tokens[1, 2] == 0.0
+
+
+def test_removal_matches_deleting_the_layer(trained):
+    mcfg, params, pad, tokens = (trained[k] for k in ("mcfg", "params", "pad_id", "tokens"))
+    rem = layer_removal(params, mcfg, tokens, pad)
+    base, _ = _loss(mcfg, params, tokens, pad)
+    np.testing.assert_allclose(rem.base_loss, base, rtol=1e-6)
+    short = dataclasses.replace(mcfg, depth=DEPTH - 1)
+    for l in range(DEPTH):
+        keep = np.arange(DEPTH) != l
+        cut = {**params, "layers": jax.tree.map(lambda p: p[keep], params["layers"])}
+        loss, _ = _loss(short, cut, tokens, pad)
+        np.testing.assert_allclose(rem.loss[l], loss, rtol=1e-5)
+    assert np.max(np.abs(rem.delta)) > 1e-3  # the layers matter: the comparison is not vacuous
+
+
+# ------------------------------------------------------------------ logit lens
+
+
+def test_lens_at_last_layer_is_the_model(trained):
+    mcfg, params, pad, tokens = (trained[k] for k in ("mcfg", "params", "pad_id", "tokens"))
+    loss, logits = _loss(mcfg, params, tokens, pad)
+    inputs, _ = split_batch(jnp.asarray(tokens))
+    lens_all = lens_logits(params, mcfg, inputs)
+    assert lens_all.shape == (DEPTH + 1, *logits.shape)
+    np.testing.assert_allclose(lens_all[-1], logits, atol=1e-5, rtol=1e-5)
+    lens = logit_lens(params, mcfg, tokens, pad)
+    np.testing.assert_allclose(lens.loss[-1], loss, rtol=1e-6)
+    assert abs(lens.kl[-1]) < 1e-6 and lens.top1_agreement[-1] == 1.0
+    assert lens.kl[0] > 1e-3 and lens.top1_agreement[0] < 1.0  # the embeddings differ
+
+
+# ------------------------------------------------------------------ gradient persistence
+
+
+@pytest.mark.parametrize("tau", [2.5, 7.0, 40.0])
+def test_tau_fit_recovers_known_tau(tau):
+    D = 16
+    l = np.arange(1, D + 1)
+    g = 0.3 * np.exp(-(D - l) / tau)
+    exact = fit_grad_persistence(g)
+    assert exact.status == "decaying"
+    assert abs(exact.tau / tau - 1) < 1e-9 and exact.r2 > 1 - 1e-12
+    np.testing.assert_allclose(exact.log_grad_last, np.log(0.3), rtol=1e-9)
+    # with 0.3% noise per layer the estimate stays within its own 3 standard errors
+    noise = np.exp(np.random.default_rng(0).normal(0, 0.003, D))
+    noisy = fit_grad_persistence(g * noise)
+    assert 0 < noisy.tau_stderr < 0.05 * tau
+    assert abs(noisy.tau - tau) < 3 * noisy.tau_stderr
+
+
+def test_tau_fit_degenerate_cases():
+    D = 8
+    l = np.arange(1, D + 1)
+    growing = fit_grad_persistence(np.exp(-0.2 * l))  # larger toward the input
+    assert growing.status == "growing" and math.isinf(growing.tau)
+    np.testing.assert_allclose(growing.slope, -0.2)
+    flat = fit_grad_persistence(np.full(D, 0.1))
+    assert flat.status == "flat" and math.isinf(flat.tau)
+    assert fit_grad_persistence([0.0, 0.0, 1.0]).status == "degenerate"
+    assert math.isnan(fit_grad_persistence([1.0]).tau)
+    frozen = np.exp((l - D) / 3.0)
+    frozen[:2] = 0.0  # frozen layers have no gradient: left out, not log(0)
+    f = fit_grad_persistence(frozen)
+    assert f.n_layers == D - 2 and abs(f.tau - 3.0) < 1e-9
+
+
+# ------------------------------------------------------------------ jaxdepth analyze
+
+
+def test_cli_analyze_end_to_end(trained, tmp_path, capsys):
+    run_dir = trained["run_dir"]
+    assert main(["analyze", str(run_dir), "--batches", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "near-identity layers" in out and "gradient persistence" in out
+    a = json.loads((run_dir / "analysis" / "analysis.json").read_text())
+    assert a["step"] == 20 and a["depth"] == DEPTH
+    assert np.asarray(a["angular_distance"]["last_token"]).shape == (DEPTH + 1, DEPTH + 1)
+    assert len(a["layer_removal"]["delta"]) == DEPTH
+    assert len(a["prompt_top_tokens"]) == DEPTH + 1
+    assert a["grad_persistence"]["step"] == 20
+    assert len(a["grad_persistence"]["over_training"]) == 4  # logged every 5 of 20 steps
+    for name in ("angular_distance", "layer_removal", "logit_lens", "grad_persistence"):
+        assert (run_dir / "analysis" / f"{name}.png").stat().st_size > 1000
+
+    assert main(["analyze", str(run_dir), "--step", "10", "--batches", "1", "--no-progress"]) == 0
+    assert json.loads((run_dir / "analysis" / "analysis.json").read_text())["step"] == 10
+
+    twin = tmp_path / "twin"
+    shutil.copytree(run_dir, twin)
+    capsys.readouterr()
+    assert main(["analyze", "--compare", str(run_dir), str(twin), "--batches", "1",
+                 "--out", str(tmp_path / "cmp"), "--no-progress"]) == 0
+    assert "d_consec_last3rd" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert len(rows) == 2 and rows[0]["n_near_identity"] == rows[1]["n_near_identity"]
+    assert (tmp_path / "cmp" / "compare.png").exists()
+
+
+def _error(capsys, argv) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    return err
+
+
+def test_cli_bad_inputs(trained, tmp_path, capsys):
+    run_dir = trained["run_dir"]
+    assert "not a run directory" in _error(capsys, ["analyze", str(tmp_path / "nope")])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(run_dir / "config.json", empty / "config.json")
+    assert "has no checkpoint" in _error(capsys, ["analyze", str(empty)])
+    assert "no checkpoint at step 7" in _error(capsys, ["analyze", str(run_dir), "--step", "7"])
+    changed = tmp_path / "changed"
+    shutil.copytree(run_dir, changed)
+    cfg = json.loads((changed / "config.json").read_text())
+    cfg["model"]["width"] = 64
+    (changed / "config.json").write_text(json.dumps(cfg))
+    assert "model.width" in _error(capsys, ["analyze", str(changed)])
+    assert "--compare" in _error(capsys, ["analyze", str(run_dir), str(run_dir)])
