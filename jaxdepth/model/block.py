@@ -52,6 +52,8 @@ class Block(nn.Module):
         }
         stats = {"rms_in": rms(x_BTW)}
         x0_BTW = x_BTW
+        if not is_static(c.stream_norm, 0.0):  # a norm on the incoming stream (Peri-LN, l = 0)
+            x_BTW = _mix(c.stream_norm, make_norm(cfg, "attn_norm_stream")(x_BTW), x_BTW)
         for name, sublayer in sublayers.items():
             h = x_BTW if is_static(c.pre, 0.0) else make_norm(cfg, f"{name}_norm_in")(x_BTW)
             h = _scale(c.in_scale, _mix(c.pre, h, x_BTW))
