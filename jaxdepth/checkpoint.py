@@ -8,6 +8,7 @@ skipped with a warning and the previous good step is used.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -49,10 +50,13 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, data_iter=None, step: i
         steps = [step]
     for s in steps:
         items = dict(state=ocp.args.StandardRestore(abstract_state), config=ocp.args.JsonRestore())
-        if data_iter is not None:
+        moved = _data_state_of_other_layout(mngr, s) if data_iter is not None else None
+        if data_iter is not None and moved is None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
         try:
             out = mngr.restore(s, args=ocp.args.Composite(**items))
+            if moved is not None:
+                data_iter.set_state(moved)
         except Exception as e:  # noqa: BLE001 - any unreadable step falls back to an older one
             if step is not None or s == steps[-1]:
                 raise UserError(f"checkpoint at step {s} could not be restored: "
@@ -62,6 +66,19 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, data_iter=None, step: i
             continue
         return s, out.state, out.config
     return None
+
+
+def _data_state_of_other_layout(mngr: ocp.CheckpointManager, step: int):
+    """The iterator state saved by a different process count, or None when this process's
+    own file exists (grain then restores it). jaxdepth's pipeline deals windows round-robin
+    to processes in lockstep, so every process's state is the same batch index and global
+    batch k holds the same windows for any process count: any saved file serves."""
+    d = Path(mngr.directory) / str(step) / "data"
+    own = d / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    files = sorted(d.glob("process_*-of-*.json"))
+    if own.exists() or not files:
+        return None
+    return json.loads(files[0].read_text())
 
 
 def restore_config(run_dir: Path, step: int | None = None) -> tuple[int, dict]:

@@ -40,12 +40,12 @@ def write_json(path: Path, obj) -> None:
 
 def check_same_run(run_dir: Path, cfg_dict: dict) -> None:
     """A run directory belongs to one configuration; only `train.steps` may change
-    (to extend a finished run)."""
+    (to extend a finished run), and `parallel` (a resumed run reshards onto a new mesh)."""
     old = read_json(run_dir / "config.json")
     if old is None:
         return
-    a = {**old, "train": {**old["train"], "steps": None}}
-    b = {**cfg_dict, "train": {**cfg_dict["train"], "steps": None}}
+    a = {**old, "train": {**old["train"], "steps": None}, "parallel": None}
+    b = {**cfg_dict, "train": {**cfg_dict["train"], "steps": None}, "parallel": None}
     if a != b:
         diff = [f"{s}.{k}" for s in b if isinstance(b[s], dict)
                 for k in b[s] if a.get(s, {}).get(k) != b[s][k]]
@@ -101,13 +101,13 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
     corpus = load_corpus(d_cfg)
     tok = corpus.tokenizer
     mcfg = resolve_model(cfg.model, tok.vocab_size)
-    if is_writer:
-        write_json(run_dir / "config.json", cfg_dict)
-        tok.save(run_dir / "tokenizer.json")
     b = build(mcfg, t_cfg, cfg.parallel, d_cfg.seq_len, tok.pad_id, mesh)
     data_iter = train_iterator(corpus, d_cfg, pid, pcount)
     val = [parallel.global_batch({"tokens": v}, b.batch_sharding)
            for v in val_batches(corpus, d_cfg, t_cfg.eval_batches, pid, pcount)]
+    if is_writer:  # after the mesh and batch checks, so a rejected config leaves no trace
+        write_json(run_dir / "config.json", cfg_dict)
+        tok.save(run_dir / "tokenizer.json")
 
     mngr = checkpoint.manager(run_dir, t_cfg.keep_checkpoints)
     state = b.init_state(jax.random.key(t_cfg.seed))
