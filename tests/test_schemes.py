@@ -166,11 +166,13 @@ def test_deepnorm_init_gain_on_value_out_and_ffn_not_on_query_key():
         assert std(w["kernel"]) / q == pytest.approx(beta, rel=0.05)
 
 
-@pytest.mark.parametrize("L,fraction,n_post", [(8, 0.25, 2), (10, 0.25, 2), (8, 0.5, 4), (7, 0.0, 0)])
+@pytest.mark.parametrize("L,fraction,n_post",
+                         [(8, 0.25, 2), (10, 0.25, 2), (8, 0.5, 4), (7, 0.0, 0)])
 def test_mix_switches_from_post_to_pre_at_floor_fraction_L(L, fraction, n_post):
     cs = coeffs_over_layers("mix", L, mix_fraction=fraction)
-    np.testing.assert_array_equal([float(c.pre) for c in cs], [0.0] * n_post + [1.0] * (L - n_post))
-    np.testing.assert_array_equal([float(c.post) for c in cs], [1.0] * n_post + [0.0] * (L - n_post))
+    n_pre = L - n_post
+    np.testing.assert_array_equal([float(c.pre) for c in cs], [0.0] * n_post + [1.0] * n_pre)
+    np.testing.assert_array_equal([float(c.post) for c in cs], [1.0] * n_post + [0.0] * n_pre)
     assert float(mix_pre_weight(L - 1, L, tiny_model(mix_fraction=fraction))) == 1.0
 
 

@@ -153,7 +153,8 @@ def with_lns(base: Scheme, cite: str = "") -> Scheme:
         scale = f if is_static(c.pre, 1.0) else c.pre * f + (1.0 - c.pre)
         return dataclasses.replace(c, in_scale=c.in_scale * scale)
 
-    return Scheme(coeffs, final_norm=base.final_norm, cite=cite or f"arXiv 2502.05795 + {base.cite}")
+    return Scheme(coeffs, final_norm=base.final_norm,
+                  cite=cite or f"arXiv 2502.05795 + {base.cite}")
 
 
 SCHEMES: dict[str, Scheme] = {
