@@ -10,6 +10,7 @@ compares those and the runs' metrics.jsonl.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -59,6 +60,17 @@ def save_params(steps: int, run_dir: Path) -> None:
     np.savez(run_dir / "params.npz", step=step, **flat)
 
 
+def analyze_on_all_devices(run_dirs) -> int:
+    """`jaxdepth analyze` of each run (RUN/analysis/analysis.json), restored onto a
+    data-parallel mesh of all the devices; returns how many devices that mesh had."""
+    from jaxdepth.diagnostics.cli import DEFAULT_PROMPT, analyze_run
+
+    args = argparse.Namespace(step=None, batches=None, prompt=DEFAULT_PROMPT, threshold=None)
+    for run_dir in run_dirs:
+        analyze_run(run_dir, args)
+    return jax.device_count()
+
+
 def shard_sizes(cfg) -> list:
     """(path, global size, largest per-device shard size) of every leaf of the initial
     state built on all devices: ZeRO-3 means no device holds a whole weight or moment."""
@@ -97,6 +109,7 @@ def meshes(out: Path) -> dict:
         cfg = config(steps, shape)
         runs[name] = train(cfg, out / name, progress=False)["status"]
         save_params(steps, out / name)
+    runs["analysis_devices"] = analyze_on_all_devices([out / "ref", out / "mesh_2x2x2"])
     runs["shards"] = shard_sizes(config(steps, (2, 4, 1)))
     runs["errors"] = mesh_errors(out)
     # Reshard on restore: saved on 8 devices as data=2,fsdp=4, resumed on 4 as fsdp=4.

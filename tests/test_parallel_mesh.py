@@ -68,6 +68,30 @@ def test_mesh_matches_one_device(runs, name):
     assert_same_run(out / name, out / "ref")
 
 
+def numbers(tree, path=""):
+    """{path: float} of every number in a JSON tree."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in numbers(sub, f"{path}/{key}").items()}
+    if isinstance(tree, list):
+        return {k: v for i, sub in enumerate(tree) for k, v in numbers(sub, f"{path}[{i}]").items()}
+    is_number = isinstance(tree, (int, float)) and not isinstance(tree, bool)
+    return {path: float(tree)} if is_number else {}
+
+
+def test_diagnostics_of_a_mesh_trained_run(runs):
+    """`jaxdepth analyze` on 8 devices of the run trained on mesh (2,2,2) matches the
+    analysis of the one-device run (same measures, values within rtol 1e-3: forward passes
+    of params that agree to PARAM_ATOL on weights of size ~0.02..1)."""
+    out, result = runs
+    assert result["analysis_devices"] == 8
+    keys = ("angular_distance", "layer_removal", "logit_lens", "grad_persistence")
+    got, ref = (read_json(out / run / "analysis" / "analysis.json") for run in ("mesh_2x2x2", "ref"))
+    got, ref = numbers({k: got[k] for k in keys}), numbers({k: ref[k] for k in keys})
+    assert got.keys() == ref.keys() and len(ref) > 20
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-3, atol=1e-6, err_msg=k)
+
+
 def test_state_is_fully_sharded_over_fsdp(runs):
     """Mesh (2,4,1): every weight and Adam moment is split 4 ways (no full copy on any
     device); only scalars (step, counters, RNG key) are replicated."""
