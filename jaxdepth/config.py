@@ -85,6 +85,7 @@ class TrainConfig:
     diverge_loss: float = 0.0  # stop as diverged above this loss; 0: 3 * ln(vocab)
     layer_lr_decay: float = 1.0  # layer l gets lr * decay^(depth-1-l); 1 = uniform
     train_last_layers: int = 0  # >0: freeze embeddings and all but the last k layers
+    init_from: str = ""  # a run dir: its latest checkpoint's params initialise this run
 
 
 @dataclass(frozen=True)
@@ -263,12 +264,20 @@ def validate(cfg: RunConfig) -> RunConfig:
     for ok, msg in checks:
         if not ok:
             raise UserError(msg)
+    if t.init_from and not _has_checkpoint(Path(t.init_from).expanduser()):
+        raise UserError(f"train.init_from '{t.init_from}' is not a run dir with a checkpoint "
+                        f"(expected {t.init_from}/checkpoints/<step>)")
     if d.source != "stdlib" and not Path(d.source).expanduser().exists():
         raise UserError(
             f"data.source '{d.source}' does not exist; give 'stdlib' (the embedded corpus), "
             "a text file, a directory of text files, or a .jsonl file"
         )
     return cfg
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    ckpts = run_dir / "checkpoints"
+    return ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
 
 
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")

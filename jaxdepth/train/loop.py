@@ -8,6 +8,7 @@ Re-running the same command on the same run directory resumes from the newest ch
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -18,14 +19,50 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
 from jaxdepth import checkpoint, parallel
-from jaxdepth.config import RunConfig, to_dict
+from jaxdepth.config import RunConfig, TrainConfig, to_dict
 from jaxdepth.data.pipeline import load_corpus, train_iterator, val_batches
 from jaxdepth.errors import UserError
 from jaxdepth.model import count_params
 from jaxdepth.train.build import build, resolve_model
+
+
+# TrainConfig fields `build` does not read: neutral values in its cache key, so that runs
+# differing only in seed, logging or checkpointing share one compiled step (sweeps).
+_NOT_BUILT = ("seed", "log_every", "eval_every", "eval_batches", "ckpt_every",
+              "keep_checkpoints", "diverge_loss", "init_from")
+
+
+def build_key(t_cfg: TrainConfig) -> TrainConfig:
+    return dataclasses.replace(t_cfg, **{k: getattr(TrainConfig(), k) for k in _NOT_BUILT})
+
+
+def params_from_run(src_dir: str | Path, abstract_params):
+    """Params of another run's latest checkpoint (`train.init_from`), placed on the
+    shardings of `abstract_params`. Only `params` is read (Orbax partial restore), so the
+    other run's optimiser may differ; the parameter shapes must match."""
+    src = Path(src_dir).expanduser()
+    mngr = checkpoint.manager(src, read_only=True)
+    step = mngr.latest_step()
+    saved = ocp.PyTreeCheckpointHandler().metadata(
+        Path(mngr.directory) / str(step) / "state").tree["params"]
+    shapes = [{jax.tree_util.keystr(k): tuple(v.shape) for k, v in
+               jax.tree_util.tree_flatten_with_path(t)[0]} for t in (saved, abstract_params)]
+    there, here = shapes
+    diff = [f"{k}: {there.get(k)} there, {here.get(k)} here"
+            for k in sorted(set(there) | set(here)) if there.get(k) != here.get(k)]
+    if diff:
+        raise UserError(f"train.init_from '{src_dir}' holds a model of another shape "
+                        f"({len(diff)} params differ, e.g. {diff[0]})")
+    item = {"params": abstract_params}
+    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True)))
+    mngr.close()
+    return out.state["params"]
 
 
 def read_json(path: Path, default=None):
@@ -101,7 +138,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
     corpus = load_corpus(d_cfg)
     tok = corpus.tokenizer
     mcfg = resolve_model(cfg.model, tok.vocab_size)
-    b = build(mcfg, t_cfg, cfg.parallel, d_cfg.seq_len, tok.pad_id, mesh)
+    b = build(mcfg, build_key(t_cfg), cfg.parallel, d_cfg.seq_len, tok.pad_id, mesh)
     data_iter = train_iterator(corpus, d_cfg, pid, pcount)
     val = [parallel.global_batch({"tokens": v}, b.batch_sharding)
            for v in val_batches(corpus, d_cfg, t_cfg.eval_batches, pid, pcount)]
@@ -116,6 +153,11 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
     start = 0
     if restored is not None:
         start, state, _ = restored
+        for bad in [s for s in mngr.all_steps() if s > start]:  # unreadable, skipped by
+            mngr.delete(bad)  # restore: training past them must save those steps anew
+    elif t_cfg.init_from:  # a new run starting from another run's params (fine-tuning)
+        state = state.replace(params=params_from_run(
+            t_cfg.init_from, checkpoint.abstract_like(state.params, b.state_shardings.params)))
     metrics_path = run_dir / "metrics.jsonl"
     if is_writer:
         truncate_metrics(metrics_path, start)
