@@ -52,6 +52,8 @@ def test_diverged_run_is_recorded_not_raised(tmp_path):
     assert st["status"] == "diverged" and st["step"] == 1
     assert "above" in st["reason"]
     assert json.loads((tmp_path / "d" / "status.json").read_text())["status"] == "diverged"
+    again = train(cfg, tmp_path / "d", progress=False)  # a diverged run is not re-run
+    assert again["wall_time_s"] == st["wall_time_s"]
 
 
 def test_other_config_in_same_run_dir_is_refused(tmp_path):
@@ -122,3 +124,12 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "model.heads (5)" in r.stderr
+
+
+def test_truncate_metrics_drops_later_and_cut_lines(tmp_path):
+    from jaxdepth.train.loop import truncate_metrics
+
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "lo')
+    truncate_metrics(p, 2)
+    assert p.read_text() == '{"step": 1}\n{"step": 2}\n'

@@ -95,7 +95,14 @@ def truncate_metrics(path: Path, step: int) -> None:
     """Drop lines logged after the checkpoint we resume from (they will be re-logged)."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+    keep = []
+    for ln in path.read_text().splitlines():
+        try:
+            rec = json.loads(ln)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        if rec["step"] <= step:
+            keep.append(ln)
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
@@ -130,7 +137,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
     check_same_run(run_dir, cfg_dict)
     t_cfg, d_cfg = cfg.train, cfg.data
     status = read_json(run_dir / "status.json", {})
-    if status.get("status") in ("done", "diverged") and status.get("step", 0) >= t_cfg.steps:
+    finished = status.get("status") == "done" and status.get("step", 0) >= t_cfg.steps
+    if finished or status.get("status") == "diverged":  # a diverged run is a result
         return status
     pid, pcount = jax.process_index(), jax.process_count()
     is_writer = pid == 0
