@@ -24,12 +24,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", help="also write the results here")
 
 
-def step_flops(mcfg, seq_len: int, non_embedding_params: int) -> float:
-    """Training FLOPs per token: 6 N (Kaplan et al. 2020, arXiv 2001.08361) + causal
-    attention 6 D T W (PaLM, arXiv 2204.02311 app. B, halved for the causal mask) +
-    the unembedding matmul 6 W V."""
-    return (6 * non_embedding_params + 6 * mcfg.depth * seq_len * mcfg.width
-            + 6 * mcfg.width * mcfg.vocab_size)
+def step_flops(mcfg, seq_len: int, non_embedding_params: int, tokens: int) -> float:
+    """Training FLOPs of `tokens` tokens: `jaxdepth.sweep.shapes.train_flops` (6 N T plus the
+    causal attention map) plus the unembedding matmul 6 W V per token, which the scaling-law
+    count leaves out but the step does."""
+    from jaxdepth.sweep.shapes import train_flops
+
+    return (train_flops(non_embedding_params, tokens, mcfg.depth, seq_len, mcfg.width)
+            + 6.0 * mcfg.width * mcfg.vocab_size * tokens)
 
 
 def matmul_peak(n: int, repeats: int = 10) -> float:
@@ -74,7 +76,8 @@ def time_train(cfg, steps: int) -> dict:
         times.append(time.perf_counter() - t)
     step_s = float(np.median(times))
     tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
-    flops = step_flops(mcfg, cfg.data.seq_len, count_params(state.params, True)) * tokens_per_step
+    flops = step_flops(mcfg, cfg.data.seq_len, count_params(state.params, True),
+                       tokens_per_step)
     return dict(first_step_s=compile_s, step_s=step_s, tokens_per_s=tokens_per_step / step_s,
                 model_flops_per_s=flops / step_s)
 
