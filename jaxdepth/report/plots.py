@@ -1,0 +1,109 @@
+"""Shared figures of the experiment reports (matplotlib, Agg): loss against depth per
+group, loss against steps per run, per-layer curves."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # long suptitles on narrow figures: layout best-effort
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def loss_vs_depth(panels: dict, path: Path, title: str = "", marks: dict | None = None) -> Path:
+    """`panels`: panel title -> {curve label -> (depths, losses)}; `marks`: panel title ->
+    [(x, label)] vertical lines (fitted minimum, 2.43 ln W)."""
+    n = max(len(panels), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 3.8), squeeze=False)
+    for ax, (name, curves) in zip(axes[0], panels.items()):
+        for label, (d, y) in curves.items():
+            order = np.argsort(d)
+            ax.plot(np.asarray(d)[order], np.asarray(y, np.float64)[order], "o-", label=label)
+        for x, label, *style in (marks or {}).get(name, []):
+            if np.isfinite(x):
+                ax.axvline(x, ls=style[0] if style else "--", color="gray", alpha=0.7)
+                ax.annotate(label, (x, 1), xycoords=("data", "axes fraction"), fontsize=7,
+                            rotation=90, va="top", ha="right")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("depth")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("final validation loss")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def loss_vs_steps(panels: dict, path: Path, title: str = "") -> Path:
+    """`panels`: panel title -> {label -> (steps, losses)} (train loss, log y)."""
+    n = max(len(panels), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 3.8), squeeze=False)
+    for ax, (name, curves) in zip(axes[0], panels.items()):
+        for label, (s, y) in curves.items():
+            ax.plot(s, y, label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("train loss")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def per_layer(panels: dict, path: Path, title: str = "", logy: tuple = ()) -> Path:
+    """`panels`: panel title -> {label -> values per layer}; `logy`: panels on a log axis."""
+    n = max(len(panels), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
+    for ax, (name, curves) in zip(axes[0], panels.items()):
+        for label, v in curves.items():
+            ax.plot(np.arange(len(v)), np.asarray(v, np.float64), ".-", label=label)
+        if name in logy:
+            ax.set_yscale("log")
+        ax.set_xlabel("layer (0-based)")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def power_law_plot(x, y, fit: dict, path: Path, xlabel: str, ylabel: str, ref_p: float,
+                   title: str = "") -> Path:
+    """Points, the fitted line `k x^p` and a reference slope `ref_p` through the same
+    geometric mean, on log-log axes."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.8))
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(y) & (y > 0)
+    ax.plot(x[ok], y[ok], "o", label="measured (finite)")
+    if np.isfinite(fit.get("p", np.nan)):
+        xs = np.geomspace(x[ok].min(), x[ok].max(), 50)
+        ax.plot(xs, fit["k"] * xs ** fit["p"], "-", label=f"fit p = {fit['p']:.2f}")
+        gm_x, gm_y = np.exp(np.mean(np.log(x[ok]))), np.exp(np.mean(np.log(y[ok])))
+        ax.plot(xs, gm_y * (xs / gm_x) ** ref_p, "--", color="gray", label=f"p = {ref_p}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)

@@ -1,0 +1,122 @@
+"""The sweep spec of every experiment at every size, as sweep-spec mappings
+(`jaxdepth.sweep.load_spec` reads them). Sizes:
+
+- tiny: CI smoke size. Every experiment shares one base shape and train config, so the
+  compiled steps are reused across experiments within one process.
+- default: what a 2-core CPU trains in under 30 minutes (check with `--plan`).
+- paper: the published shapes, for a pod; only planned here (`--scale paper --plan`).
+  LNS models table and recipe: arXiv 2502.05795 (depth-literature §3); Depth Delusion
+  W = 512, depths 2..24, Pre-LN, GELU, AdamW lr 3e-4, wd 0.1, clip 1, seq 1024, batch
+  256: arXiv 2601.20994 (depth-literature §4, setup marked unverified there).
+"""
+
+from __future__ import annotations
+
+from jaxdepth.errors import UserError
+
+SIZES = ("tiny", "default", "paper")
+
+_TRAIN_SMALL = dict(lr=3.0e-3, warmup_steps=2, steps=20, log_every=5, eval_every=10,
+                    eval_batches=2, ckpt_every=20)
+BASES = {
+    "tiny": dict(model=dict(width=32, heads=2, depth=2, scheme="pre"),
+                 data=dict(source="stdlib", seq_len=32, batch_size=8), train=_TRAIN_SMALL),
+    "default": dict(model=dict(width=64, heads=4, depth=4, scheme="pre"),
+                    data=dict(source="stdlib", seq_len=64, batch_size=16),
+                    train=dict(lr=3.0e-3, warmup_steps=30, steps=300, log_every=10,
+                               eval_every=50, eval_batches=4, ckpt_every=100)),
+    # The Depth Delusion setup (arXiv 2601.20994; secondary source, unverified).
+    "paper": dict(model=dict(width=512, heads=8, depth=12, scheme="pre", ffn="gelu"),
+                  data=dict(source="stdlib", seq_len=1024, batch_size=256),
+                  train=dict(lr=3.0e-4, warmup_steps=1000, steps=10000, weight_decay=0.1,
+                             grad_clip=1.0, log_every=50, eval_every=1000, eval_batches=8,
+                             ckpt_every=1000)),
+}
+
+# LNS paper models (arXiv 2502.05795 table): hidden, layers, heads, intermediate, lr, steps.
+LNS_MODELS = {"130M": (768, 12, 12, 2048, 1e-3, 20000), "250M": (768, 24, 16, 2560, 1e-3, 40000),
+              "350M": (1024, 24, 16, 2736, 5e-4, 60000), "1B": (2048, 24, 32, 5461, 5e-4, 100000)}
+
+CURSE_SCHEMES = ["pre", "lns", "post", "mix", "deepnorm"]
+STABILIZER_SCHEMES = ["pre", "lns", "deepnorm"]
+
+
+def _spec(name: str, size: str, grid: dict, zips=(), overrides=None, head_dim: int = 16) -> dict:
+    spec = dict(name=f"{name}_{size}", base=BASES[size], grid=grid, head_dim=head_dim)
+    if zips:
+        spec["zip"] = list(zips)
+    if overrides:
+        spec["overrides"] = overrides
+    return spec
+
+
+def _curse(size: str) -> dict:
+    if size == "paper":  # the LNS models table and recipe (arXiv 2502.05795)
+        names = list(LNS_MODELS)
+        col = lambda i: [LNS_MODELS[n][i] for n in names]  # noqa: E731
+        return dict(
+            name="curse_of_depth_paper", base=BASES["paper"],
+            overrides={"data.seq_len": 256, "data.batch_size": 512, "model.ffn": "swiglu",
+                       "model.vocab_size": 32000, "train.weight_decay": 0.0,
+                       "train.grad_clip": 0.0, "train.min_lr_ratio": 0.1},
+            grid={"model.scheme": CURSE_SCHEMES},
+            zip=[{"model.width": col(0), "model.depth": col(1), "model.heads": col(2),
+                  "model.ffn_hidden": col(3), "train.lr": col(4), "train.steps": col(5),
+                  "train.warmup_steps": [s // 10 for s in col(5)]}])
+    depths = {"tiny": [2, 4], "default": [3, 6, 12]}[size]
+    return _spec("curse_of_depth", size, {"model.scheme": CURSE_SCHEMES, "model.depth": depths})
+
+
+def _delusion_grid(size: str, schemes: list[str]) -> dict:
+    widths = {"tiny": [16, 32, 64], "default": [32, 64, 128], "paper": [256, 512, 1024]}[size]
+    depths = {"tiny": [1, 2, 4], "default": [1, 2, 4, 8, 16],
+              "paper": [2, 4, 8, 12, 16, 20, 24]}[size]
+    return {"model.scheme": schemes, "model.width": widths, "model.depth": depths}
+
+
+def _delusion(size: str) -> dict:
+    return _spec("depth_delusion", size, _delusion_grid(size, ["pre"]),
+                 head_dim=64 if size == "paper" else 16)
+
+
+def _stabilizers(size: str) -> dict:
+    grid = _delusion_grid(size, STABILIZER_SCHEMES)
+    if size == "tiny":
+        grid["model.width"] = [32]  # compiled steps shared with depth_delusion --tiny
+    if size == "default":  # three schemes: the default delusion grid minus its widest width
+        grid["model.width"] = [32, 64]
+    return _spec("stabilizers_vs_dcrit", size, grid, head_dim=64 if size == "paper" else 16)
+
+
+def _persistence(size: str) -> dict:
+    widths = {"tiny": [16, 32, 64], "default": [32, 64, 128, 256],
+              "paper": [256, 512, 1024, 2048]}[size]
+    depth = {"tiny": 4, "default": 12, "paper": 24}[size]
+    overrides = {"model.depth": depth}
+    if size == "paper":  # the paper fits tau after about 1000 steps (arXiv 2601.20994)
+        overrides.update({"train.steps": 1000, "train.warmup_steps": 100})
+    return _spec("gradient_persistence", size, {"model.width": widths}, overrides=overrides,
+                 head_dim=64 if size == "paper" else 16)
+
+
+SWEEPS = {"curse_of_depth": _curse, "depth_delusion": _delusion,
+          "gradient_persistence": _persistence, "stabilizers_vs_dcrit": _stabilizers}
+
+# stacking_failure trains nothing: signal propagation at init (jaxdepth.diagnostics.signal).
+SIGNAL = {
+    "tiny": dict(width=32, depths=[8], naive_init_stds=[0.02, 0.5], batch=2, seq_len=16),
+    "default": dict(width=64, depths=[8, 32, 128], naive_init_stds=[0.02, 0.2, 1.0], batch=4,
+                    seq_len=64),
+    "paper": dict(width=512, depths=[8, 32, 128], naive_init_stds=[0.02, 0.2, 1.0], batch=4,
+                  seq_len=256),
+}
+NAIVE_SCHEME = "none"  # no residual path, no normalisation: the naive stack
+CONTRAST_SCHEMES = ["pre", "post", "lns"]
+
+
+def sweep_spec(name: str, size: str) -> dict:
+    if size not in SIZES:
+        raise UserError(f"unknown size '{size}'; valid sizes: {', '.join(SIZES)}")
+    if name not in SWEEPS:
+        raise UserError(f"experiment '{name}' has no sweep; sweeps: {', '.join(SWEEPS)}")
+    return SWEEPS[name](size)

@@ -1,0 +1,113 @@
+"""The five experiments at --tiny size complete and write their reports (run in-process,
+in an order that lets later experiments reuse the compiled steps of earlier ones), the
+report regenerates without training, the paper-size plan prints without training, and
+the small fits recover known answers."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxdepth.errors import UserError
+from jaxdepth.report.fits import power_law, ucurve_minimum
+
+ROOT = Path(__file__).resolve().parents[1]
+ORDER = ["stacking_failure", "curse_of_depth", "depth_delusion", "gradient_persistence",
+         "stabilizers_vs_dcrit"]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"exp_{name}", ROOT / "experiments" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory):
+    base = tmp_path_factory.mktemp("experiments")
+    times = {}
+    for name in ORDER:
+        t0 = time.time()
+        assert _script(name).main(["--tiny", "--out", str(base / name), "--no-progress"]) == 0
+        times[name] = time.time() - t0
+    return base, times
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_tiny_experiment_writes_report(tiny_results, name):
+    base, times = tiny_results
+    out = base / name
+    report = (out / "report.md").read_text()
+    assert report.startswith("# ")
+    assert "Size: `tiny`" in report
+    pngs = list(out.glob("*.png"))
+    assert pngs and all(p.stat().st_size > 1000 for p in pngs)
+    for ref in [ln[4:-1] for ln in report.splitlines() if ln.startswith("![](")]:
+        assert (out / ref).is_file(), ref  # every figure the report shows exists
+    assert times[name] < 180, f"{name} --tiny took {times[name]:.0f}s"
+    if name != "stacking_failure":
+        import csv
+
+        rows = list(csv.DictReader((out / "sweep" / "results.csv").open()))
+        assert rows and all(r["status"] in ("done", "diverged") for r in rows)
+
+
+def test_report_regenerates_without_training(tiny_results, capsys):
+    from jaxdepth.report import cli
+
+    out = tiny_results[0] / "depth_delusion"
+    (out / "report.md").unlink()
+    before = {p: p.stat().st_mtime for p in (out / "sweep" / "runs").glob("*/metrics.jsonl")}
+    assert cli.run(argparse.Namespace(results_dirs=[str(out)])) == 0
+    assert "U-curve minimum per width" in (out / "report.md").read_text()
+    assert before == {p: p.stat().st_mtime for p in before}  # nothing retrained
+
+
+def test_report_rejects_non_experiment_dir(tmp_path):
+    from jaxdepth.report import cli
+
+    with pytest.raises(UserError, match="experiment.json"):
+        cli.run(argparse.Namespace(results_dirs=[str(tmp_path)]))
+
+
+def test_paper_plan_prints_published_shapes(tmp_path, capsys):
+    assert _script("depth_delusion").main(["--scale", "paper", "--plan", "--out",
+                                           str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "21 runs" in text
+    assert " 512 " in text and "pre_d24_w512_" in text
+    assert not (tmp_path / "sweep" / "runs").exists()  # planned, not trained
+    assert _script("curse_of_depth").main(["--scale", "paper", "--plan", "--out",
+                                           str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    for scheme in ("pre", "lns", "post", "mix", "deepnorm"):
+        assert f"{scheme}_d24_w1024_" in text  # the 350M model of the LNS table
+
+
+def test_ucurve_minimum_recovers_a_known_minimum():
+    d = np.array([1, 2, 4, 8, 16, 32], float)
+    true_star = 6.0
+    loss = 2.0 + 0.3 * (np.log(d) - np.log(true_star)) ** 2
+    m = ucurve_minimum(d, loss)
+    assert m["status"] == "interior"
+    assert m["d_star"] == pytest.approx(true_star, rel=1e-9)
+    assert m["lo"] <= m["d_star"] <= m["hi"]
+    mono = ucurve_minimum(d, 3.0 - 0.1 * np.log(d) - 0.01 * np.log(d) ** 2)
+    assert mono["status"] == "no minimum" and math.isinf(mono["d_star"])
+    three = ucurve_minimum(d[:3], loss[:3])
+    assert math.isnan(three["lo"]) and math.isnan(three["hi"])  # no interval from 3 runs
+
+
+def test_power_law_recovers_exponent_and_skips_infinite_tau():
+    w = np.array([32.0, 64.0, 128.0, 256.0])
+    p = 0.37
+    fit = power_law(np.append(w, 512.0), np.append(1.7 * w ** p, math.inf))
+    assert fit["n"] == 4
+    assert fit["p"] == pytest.approx(p, rel=1e-9) and fit["k"] == pytest.approx(1.7, rel=1e-9)
