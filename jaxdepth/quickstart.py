@@ -1,8 +1,11 @@
 """`jaxdepth quickstart`: Pre-LN vs LayerNorm Scaling at two depths on the embedded corpus.
 
 The smallest honest version of the Curse of Depth comparison (Sun et al. 2025, arXiv
-2502.05795): same data, same init, same steps; only the scheme and the depth change. Each
-run keeps its directory, so `jaxdepth analyze` can look inside afterwards.
+2502.05795), i.e. a shortened `experiments/curse_of_depth.py`: same data, same init, same
+steps; only the scheme and the depth change. Each run keeps its directory, so `jaxdepth
+analyze` can look inside afterwards, and OUT/report.md + PNGs are experiment 2's report
+(loss by depth, loss against steps, per-layer RMS, angular distance and layer removal at
+the deepest depth); `jaxdepth report OUT` regenerates it.
 """
 
 from __future__ import annotations
@@ -82,4 +85,19 @@ def run(args) -> int:
     print(f"total {time.time() - t0:.1f}s; runs in {out}/ (try: jaxdepth analyze --compare "
           f"{out}/{schemes[0]}_d{depths[-1]} {out}/{schemes[-1]}_d{depths[-1]})")
     (out / "summary.txt").write_text(table + "\n")
+    write_quickstart_report(out, cfgs, time.time() - t0)
     return 0
+
+
+def write_quickstart_report(out: Path, cfgs, wall_s: float) -> Path:
+    """OUT/experiment.json (experiment 2 over these run dirs) and OUT/report.md + PNGs."""
+    import json
+
+    from jaxdepth.report.runner import write_report
+
+    meta = dict(experiment="curse_of_depth", size="quickstart", command="jaxdepth quickstart",
+                runs=[c.name for c in cfgs], wall_time_s=wall_s)
+    (out / "experiment.json").write_text(json.dumps(meta, indent=1))
+    path = write_report(out)
+    print(f"report: {path}")
+    return path

@@ -71,22 +71,24 @@ def write_report(out: Path) -> Path:
     if meta is None:
         raise UserError(f"'{out}' holds no experiment.json: not an experiment results directory")
     name = meta["experiment"]
+    command = meta.get("command") or (f"python experiments/{name}.py " + (
+        "--tiny" if meta["size"] == "tiny" else f"--scale {meta['size']}"))
     head = [f"# {TITLES[name]}", "",
-            f"Size: `{meta['size']}`; command: `python experiments/{name}.py "
-            f"{'--tiny' if meta['size'] == 'tiny' else '--scale ' + meta['size']}`. "
+            f"Size: `{meta['size']}`; command: `{command}`. "
             f"Wall time of the last invocation: {meta.get('wall_time_s', float('nan')):.0f} s.", ""]
     if name == "stacking_failure":
         from jaxdepth.report.stacking import report_stacking_failure
 
         body = report_stacking_failure(out, meta)
     else:
-        from jaxdepth.report.sweeps import REPORTS, summary_line
+        from jaxdepth.report.sweeps import REPORTS, flat_rows, summary_line
         from jaxdepth.sweep import results_table
 
-        rows = results_table(out / "sweep")
+        rows = flat_rows(out, meta["runs"]) if meta.get("runs") else results_table(out / "sweep")
         if not rows:
             raise UserError(f"'{out / 'sweep'}' holds no runs yet")
-        head += [f"Runs: {summary_line(rows)}. Results table: `sweep/results.csv`.", ""]
+        head += [f"Runs: {summary_line(rows)}. Results table: "
+                 f"`{'(per run dir)' if meta.get('runs') else 'sweep/results.csv'}`.", ""]
         body = REPORTS[name](out, meta, rows)
     path = out / "report.md"
     path.write_text("\n".join(head) + "\n" + body + "\n")

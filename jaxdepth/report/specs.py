@@ -3,7 +3,9 @@
 
 - tiny: CI smoke size. Every experiment shares one base shape and train config, so the
   compiled steps are reused across experiments within one process.
-- default: what a 2-core CPU trains in under 30 minutes (check with `--plan`).
+- default: what a 2-core CPU trains in under 30 minutes (check with `--plan`; planned
+  on an idle-ish 2-core machine: curse_of_depth ~760 s, depth_delusion ~1290 s,
+  stabilizers_vs_dcrit ~1450 s, gradient_persistence ~660 s, stacking_failure seconds).
 - paper: the published shapes, for a pod; only planned here (`--scale paper --plan`).
   LNS models table and recipe: arXiv 2502.05795 (depth-literature §3); Depth Delusion
   W = 512, depths 2..24, Pre-LN, GELU, AdamW lr 3e-4, wd 0.1, clip 1, seq 1024, batch
@@ -68,7 +70,7 @@ def _curse(size: str) -> dict:
 
 
 def _delusion_grid(size: str, schemes: list[str]) -> dict:
-    widths = {"tiny": [16, 32, 64], "default": [32, 64, 128], "paper": [256, 512, 1024]}[size]
+    widths = {"tiny": [16, 32, 64], "default": [32, 64, 96], "paper": [256, 512, 1024]}[size]
     depths = {"tiny": [1, 2, 4], "default": [1, 2, 4, 8, 16],
               "paper": [2, 4, 8, 12, 16, 20, 24]}[size]
     return {"model.scheme": schemes, "model.width": widths, "model.depth": depths}
@@ -89,9 +91,9 @@ def _stabilizers(size: str) -> dict:
 
 
 def _persistence(size: str) -> dict:
-    widths = {"tiny": [16, 32, 64], "default": [32, 64, 128, 256],
+    widths = {"tiny": [16, 32, 64], "default": [32, 64, 96, 128],
               "paper": [256, 512, 1024, 2048]}[size]
-    depth = {"tiny": 4, "default": 12, "paper": 24}[size]
+    depth = {"tiny": 4, "default": 8, "paper": 24}[size]
     overrides = {"model.depth": depth}
     if size == "paper":  # the paper fits tau after about 1000 steps (arXiv 2601.20994)
         overrides.update({"train.steps": 1000, "train.warmup_steps": 100})

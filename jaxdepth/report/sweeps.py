@@ -19,6 +19,19 @@ from jaxdepth.report.markdown import fmt, pivot, table
 from jaxdepth.sweep.results import read_metrics
 
 
+def run_dir_of(out: Path, row: dict) -> Path:
+    """A row's run directory: its own `run_dir` (quickstart) or OUT/sweep/runs/<id>."""
+    return Path(row["run_dir"]) if row.get("run_dir") else out / "sweep" / "runs" / row["run_id"]
+
+
+def flat_rows(out: Path, names: list[str]) -> list[dict]:
+    """Results rows of run directories OUT/<name> that are not part of a sweep."""
+    from jaxdepth.sweep.results import run_row
+
+    return [{**run_row(json.loads((out / n / "config.json").read_text()), out / n),
+             "run_dir": str(out / n)} for n in names]
+
+
 def finished(rows, **match) -> list[dict]:
     """Rows that trained to the end (done) and match the given column values."""
     return [r for r in rows if r["status"] == "done" and r.get("final_val_loss") is not None
@@ -47,7 +60,7 @@ def _curves(out: Path, rows, key: str = "loss"):
     """label -> (steps, values) of each run's metrics.jsonl."""
     res = {}
     for r in rows:
-        rec = [m for m in read_metrics(out / "sweep" / "runs" / r["run_id"]) if key in m]
+        rec = [m for m in read_metrics(run_dir_of(out, r)) if key in m]
         res[r["scheme"]] = ([m["step"] for m in rec], [m[key] for m in rec])
     return res
 
@@ -78,7 +91,7 @@ def report_curse_of_depth(out: Path, meta: dict, rows: list[dict]) -> str:
     deep = {r["scheme"]: r for r in finished(rows, depth=D)}
     rms, ang, rem, diag = {}, {}, {}, []
     for s, r in deep.items():
-        run_dir = out / "sweep" / "runs" / r["run_id"]
+        run_dir = run_dir_of(out, r)
         rec = [m for m in read_metrics(run_dir) if "layers" in m]
         if rec:
             rms[s] = rec[-1]["layers"]["rms_out"]
@@ -293,7 +306,7 @@ def report_gradient_persistence(out: Path, meta: dict, rows: list[dict]) -> str:
     """tau per width from the last logged per-layer gradient norms (arXiv 2601.20994)."""
     res, norms = [], {}
     for r in sorted(finished(rows), key=lambda r: r["width"]):
-        rec = [m for m in read_metrics(out / "sweep" / "runs" / r["run_id"])
+        rec = [m for m in read_metrics(run_dir_of(out, r))
                if "attn_grad_norm" in m.get("layers", {})]
         if not rec:
             continue
