@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jaxdepth.errors import UserError
-from jaxdepth.report.fits import power_law, ucurve_minimum
+from jaxdepth.report.fits import per_width_minimum, power_law
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = ["stacking_failure", "curse_of_depth", "depth_delusion", "gradient_persistence",
@@ -91,18 +91,18 @@ def test_paper_plan_prints_published_shapes(tmp_path, capsys):
         assert f"{scheme}_d24_w1024_" in text  # the 350M model of the LNS table
 
 
-def test_ucurve_minimum_recovers_a_known_minimum():
+def test_per_width_minimum_recovers_a_known_minimum():
     d = np.array([1, 2, 4, 8, 16, 32], float)
     true_star = 6.0
+    rng = np.random.default_rng(0)
     loss = 2.0 + 0.3 * (np.log(d) - np.log(true_star)) ** 2
-    m = ucurve_minimum(d, loss)
-    assert m["status"] == "interior"
-    assert m["d_star"] == pytest.approx(true_star, rel=1e-9)
-    assert m["lo"] <= m["d_star"] <= m["hi"]
-    mono = ucurve_minimum(d, 3.0 - 0.1 * np.log(d) - 0.01 * np.log(d) ** 2)
-    assert mono["status"] == "no minimum" and math.isinf(mono["d_star"])
-    three = ucurve_minimum(d[:3], loss[:3])
-    assert math.isnan(three["lo"]) and math.isnan(three["hi"])  # no interval from 3 runs
+    m = per_width_minimum(d, loss)
+    assert m["status"] == "ok" and m["d_star"] == pytest.approx(true_star, rel=1e-6)
+    noisy = per_width_minimum(np.repeat(d, 2), np.repeat(loss, 2) + rng.normal(0, 0.01, 12))
+    assert noisy["lo"] <= noisy["d_star"] <= noisy["hi"]
+    edge = per_width_minimum(d, 3.0 - 0.1 * np.log(d))  # still falling at the deepest run
+    assert edge["status"] == "at_upper_edge" and math.isnan(edge["d_star"])
+    assert edge["d_best"] == 32.0
 
 
 def test_power_law_recovers_exponent_and_skips_infinite_tau():

@@ -176,7 +176,7 @@ def minima_rows(rows, scheme: str | None = None) -> list[dict]:
 
 MIN_COLS = ["scheme", "width", "runs", "d_best", "d_star", "interval", "status", "dcrit_2_43_lnW",
             "method"]
-INTERIOR = ("interior", "ok")  # status of a minimum inside the measured depths
+INTERIOR = ("ok",)  # jaxdepth.scaling status of a minimum inside the measured depths
 MIN_SPECS = {"runs": "d", "d_best": ".0f", "d_star": ".2f", "dcrit_2_43_lnW": ".2f"}
 DCRIT_NOTE = ("d_best = best measured depth; d_star = vertex of a parabola in ln D fitted to "
               "loss(D) at this width, with a 95% bootstrap interval (`method` column says "
