@@ -14,7 +14,10 @@ from jaxdepth.scaling.synthetic import chinchilla_runs, depth_width_runs
 from jaxdepth.scaling.table import load_runs
 from jaxdepth.scaling.ucurve import ucurve_minimum
 
-CHINCHILLA_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "chinchilla_epoch_svg.csv"
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # sibling of the repo, not in it
+CHINCHILLA_CSV = SHARED / "data" / "chinchilla_epoch_svg.csv"
+NEEDS_SHARED = pytest.mark.skipif(not CHINCHILLA_CSV.is_file(),
+                                  reason=f"{CHINCHILLA_CSV} absent (needs ../shared)")
 # best objective of a plain serial scipy L-BFGS-B loop (finite-difference gradients, as in
 # arXiv 2404.10102's code) over all 4500 starts on that file, computed once (28 min)
 SERIAL_SCIPY_OBJECTIVE = 0.001018274039228776
@@ -30,7 +33,7 @@ def dw_runs(phi, **kw):
 
 
 def test_chinchilla_law_recovers_known_parameters():
-    truth = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+    truth = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
     cols = chinchilla_runs(np.geomspace(1e7, 1e10, 8), np.geomspace(1e9, 1e12, 8), **truth,
                            noise=0.003, seed=1)
     res = fit(CHINCHILLA, cols)
@@ -41,9 +44,17 @@ def test_chinchilla_law_recovers_known_parameters():
     # A and B trade off against the exponents; within a factor 1.5 at this noise
     assert 1 / 1.5 < nat["A"] / 406.4 < 1.5 and 1 / 1.5 < nat["B"] / 410.7 < 1.5
     assert res.r2 > 0.99
+    # bootstrap: reuses the compiled solver (same lane count), seeded, brackets the truth
+    intervals, thetas = bootstrap_intervals(res, cols, n_boot=20, seed=0, progress=False)
+    again, _ = bootstrap_intervals(res, cols, n_boot=20, seed=0, progress=False)
+    assert thetas.shape == (20, 5) and again == intervals
+    for name, true in (("alpha", 0.34), ("beta", 0.28), ("E", 1.69)):
+        assert intervals[name]["lo"] < nat[name] < intervals[name]["hi"]
+        assert intervals[name]["lo"] < true < intervals[name]["hi"], name
+    assert intervals["alpha"]["hi"] - intervals["alpha"]["lo"] < 0.1
 
 
-@pytest.mark.skipif(not CHINCHILLA_CSV.is_file(), reason=f"{CHINCHILLA_CSV} absent (needs ../shared)")
+@NEEDS_SHARED
 def test_chinchilla_file_reproduces_replication_fit():
     runs = load_runs(CHINCHILLA_CSV, ["loss", "params", "tokens"],
                      {"loss": "loss", "params": "Model Size", "flops": "Training FLOP"},
@@ -58,11 +69,6 @@ def test_chinchilla_file_reproduces_replication_fit():
     assert abs(nat["alpha"] - 0.348) < 0.005 and abs(nat["beta"] - 0.366) < 0.005
     assert abs(nat["E"] - 1.82) < 0.02
     assert abs(nat["A"] / 482 - 1) < 0.05 and abs(nat["B"] / 2085 - 1) < 0.1
-    intervals, thetas = bootstrap_intervals(res, runs.columns, n_boot=20, seed=0,
-                                            progress=False)
-    assert thetas.shape == (20, 5)
-    assert intervals["alpha"]["lo"] < nat["alpha"] < intervals["alpha"]["hi"]
-    assert intervals["alpha"]["hi"] - intervals["alpha"]["lo"] < 0.15
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +78,7 @@ def aspect_fit():
 
 
 def test_depth_width_log_aspect_recovers_parameters(aspect_fit):
-    cols, res = aspect_fit
+    _, res = aspect_fit
     nat = res.natural
     assert abs(nat["alpha"] - 0.3) < 0.03
     assert abs(nat["p"] - 0.5) < 0.05 and abs(nat["gamma"] - 1.0) < 0.1
@@ -121,7 +127,8 @@ def test_extrapolation_check_prefers_phi_when_the_data_has_a_u_shape(aspect_fit)
 def test_ucurve_minimum_found_with_interval():
     rng = np.random.default_rng(0)
     depths = np.repeat([2, 4, 6, 8, 12, 16, 24, 32, 48], 2).astype(float)
-    loss = 3.0 + 0.2 * (np.log(depths) - np.log(12.0)) ** 2 + 0.003 * rng.standard_normal(len(depths))
+    noise = 0.003 * rng.standard_normal(len(depths))
+    loss = 3.0 + 0.2 * (np.log(depths) - np.log(12.0)) ** 2 + noise
     out = ucurve_minimum(depths, loss, seed=0)
     assert out["status"] == "ok"
     assert abs(out["depth_min"] / 12 - 1) < 0.15

@@ -7,14 +7,31 @@ I/O: `table` (reading runs), `plots`, `analysis` (one full analysis), `cli` (`ja
 """
 
 from jaxdepth.scaling.bootstrap import bootstrap, bootstrap_intervals
-from jaxdepth.scaling.derived import (compute_optimal_exponents, critical_depth,
-                                      extrapolation_check, optimal_allocation)
+from jaxdepth.scaling.derived import (
+                                      compute_optimal_exponents,
+                                      critical_depth,
+                                      extrapolation_check,
+                                      optimal_allocation,
+)
 from jaxdepth.scaling.fit import FitOptions, FitResult, fit
 from jaxdepth.scaling.laws import CHINCHILLA, Law, depth_width_law, get_law
 from jaxdepth.scaling.phi import PHI_FORMS
 from jaxdepth.scaling.ucurve import ucurve_minimum
 
-__all__ = ["CHINCHILLA", "FitOptions", "FitResult", "Law", "PHI_FORMS", "bootstrap",
-           "bootstrap_intervals", "compute_optimal_exponents", "critical_depth",
-           "depth_width_law", "extrapolation_check", "fit", "get_law", "optimal_allocation",
-           "ucurve_minimum"]
+__all__ = [
+                                      "CHINCHILLA",
+                                      "PHI_FORMS",
+                                      "FitOptions",
+                                      "FitResult",
+                                      "Law",
+                                      "bootstrap",
+                                      "bootstrap_intervals",
+                                      "compute_optimal_exponents",
+                                      "critical_depth",
+                                      "depth_width_law",
+                                      "extrapolation_check",
+                                      "fit",
+                                      "get_law",
+                                      "optimal_allocation",
+                                      "ucurve_minimum",
+]

@@ -67,7 +67,9 @@ def analyse(runs: Runs, opts: AnalysisOptions) -> Analysis:
     law = get_law(opts.law, opts.phi, opts.irreducible)
     cols = dict(runs.columns)
     res = fit(law, cols, opts.fit)
-    compute = _compute(cols)
+    # the allocation problem is posed under C = 6 N T, so its range is in those units even
+    # when the table's flops column also counts attention
+    compute = 6.0 * cols["params"] * cols["tokens"]
     c_range = opts.compute_range or (float(compute.min()), float(compute.max()))
     has_shape = law.phi is not None and law.phi.name != "none"
     widths = [float(w) for w in np.unique(cols["width"])] if law.phi is not None else []
@@ -78,6 +80,7 @@ def analyse(runs: Runs, opts: AnalysisOptions) -> Analysis:
                 "r2": res.r2, "n_starts": res.n_starts, "timings_s": res.timings,
                 "context": {"log_w0": float(res.context[0])} if law.phi else {}},
     }
+    summary["warnings"] = identifiability_warnings(law, cols)
     point = _derived_fn(res, widths, c_range, has_shape)(res.theta)
     if opts.n_boot > 0:
         intervals, _ = bootstrap_intervals(
@@ -95,6 +98,7 @@ def analyse(runs: Runs, opts: AnalysisOptions) -> Analysis:
         summary["compute_optimal_closed_form"] = derived.chinchilla_allocation_exponents(
             res.natural)
     ce = derived.compute_optimal_exponents(law, res.theta, res.context, *c_range)
+    ce["compute_definition"] = "C = 6 N T"
     summary["compute_optimal"] = ce
     budget = opts.budget or float(compute.max())
     summary["optimal_shape"] = derived.optimal_allocation(law, res.theta, res.context, budget)
@@ -103,6 +107,26 @@ def analyse(runs: Runs, opts: AnalysisOptions) -> Analysis:
     if "depth" in cols and "width" in cols:
         summary["ucurves"] = _ucurves(cols, opts.seed)
     return Analysis(summary, res, cols)
+
+
+def identifiability_warnings(law, cols) -> list[str]:
+    """Plain-language notes on parameters the runs cannot pin down."""
+    out = []
+    n, k = len(cols["loss"]), len(law.param_names)
+    if n < 3 * k:
+        out.append(f"{n} runs for {k} parameters: expect wide intervals; fewer than 3 runs "
+                   "per parameter rarely determines a law")
+    n_tokens = len(np.unique(cols["tokens"]))
+    if n_tokens <= 2:
+        out.append(f"tokens take {n_tokens} distinct value(s): E, B and the token exponent "
+                   "are not separately identifiable (only their sum at those budgets is); "
+                   "vary the training length to fit them")
+    if law.phi is not None and law.phi.name != "none":
+        if len(np.unique(cols["width"])) < 2:
+            out.append("one width: the width exponent p of D_crit(W) is not identifiable")
+        if len(np.unique(cols["depth"])) < 3:
+            out.append("fewer than 3 depths: a U-shape in depth cannot be seen")
+    return out
 
 
 def _extrapolation(law, cols, opts: AnalysisOptions) -> list[dict]:

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bootstrap replicates (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--huber-delta", type=float, default=1e-3)
+    parser.add_argument("--max-starts", type=int, metavar="S",
+                        help="start from a seeded random subset of S grid points instead of "
+                             "every point (faster, may miss the best optimum)")
     cut = parser.add_mutually_exclusive_group()
     cut.add_argument("--cutoff-flops", type=float, metavar="C",
                      help="extrapolation check: fit runs with flops <= C, test on the rest "
@@ -77,6 +80,8 @@ def _print_summary(s: dict) -> None:
     print(f"{s['law']} on {s['n_runs']} runs from {s['source']}")
     for note in s["notes"]:
         print(f"  note: {note}")
+    for w in s.get("warnings", []):
+        print(f"  warning: {w}")
     ivs = s.get("bootstrap", {}).get("intervals", {})
     level = s.get("bootstrap", {}).get("level", 0.95)
     print(f"  {'param':<16}{'value':>12}   {int(level * 100)}% interval")
@@ -139,7 +144,8 @@ def run(args) -> int:
         cutoff_by="tokens" if args.cutoff_tokens else "flops",
         extrapolation=not args.no_extrapolation, budget=args.budget,
         compute_range=tuple(args.compute_range) if args.compute_range else None,
-        fit=FitOptions(delta=args.huber_delta), progress=not args.quiet)
+        fit=FitOptions(delta=args.huber_delta, max_starts=args.max_starts),
+        progress=not args.quiet)
     if args.bootstrap < 0:
         raise UserError("--bootstrap must be >= 0")
     a = analyse(runs, opts)

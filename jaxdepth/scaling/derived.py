@@ -114,8 +114,9 @@ def chinchilla_allocation_exponents(natural: dict) -> dict:
 
 
 def extrapolation_check(law: Law, columns: dict, cutoff: float, by: str = "flops",
-                        opts: FitOptions = FitOptions()) -> dict:
+                        opts: FitOptions | None = None) -> dict:
     """Fit on runs with `columns[by] <= cutoff`, report loss errors on the runs above."""
+    opts = opts or FitOptions()
     x = np.asarray(columns[by], float)
     train, test = x <= cutoff, x > cutoff
     if train.sum() <= len(law.param_names) or test.sum() == 0:

@@ -42,8 +42,9 @@ class FitOptions:
     max_linesearch: int = 4  # backtracking steps per iteration (every lane pays the max)
     backtrack_factor: float = 0.5
     grad_tol: float = 1e-7  # a lane stops early when its gradient norm is below this
-    n_polish: int = 16  # distinct screened optima refined in float64 by scipy
+    n_polish: int = 8  # distinct screened optima refined in float64 by scipy
     grid: dict | None = None  # overrides of the law's start grid, {param: values}
+    max_starts: int | None = None  # if set and the grid is larger: a seeded random subset
 
 
 @dataclass
@@ -66,7 +67,7 @@ class FitResult:
         return self.law.loss(self.theta, self.context, columns)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def screen_solver(law: Law, max_iter: int, max_linesearch: int, backtrack_factor: float):
     """jit(vmap(L-BFGS)) : (theta0_SP, features_NJ, log_loss_N, weight_SN, context, delta,
     grad_tol) -> (theta_SP, objective_S). Compiled once per input shape."""
@@ -101,9 +102,20 @@ def screen_solver(law: Law, max_iter: int, max_linesearch: int, backtrack_factor
     return jax.jit(jax.vmap(solve, in_axes=(0, None, None, 0, None, None, None)))
 
 
+def padded_runs(n: int) -> int:
+    """Runs are padded (weight 0) to a power of two (multiples of 256 past 256), so fits on
+    subsets (extrapolation checks) and on similar tables reuse one compiled solver."""
+    return max(16, 1 << (n - 1).bit_length()) if n <= 256 else -(-n // 256) * 256
+
+
 def screen(law, starts, features, log_loss, weights, context, opts: FitOptions):
     """Run the vmapped screening solver in float32; returns (theta_SP, objective_S) numpy."""
     f32 = np.float32
+    pad = padded_runs(len(log_loss)) - len(log_loss)
+    if pad:  # copies of run 0 with weight 0: no effect on value or gradient
+        features = np.concatenate([features, np.repeat(features[:1], pad, axis=0)])
+        log_loss = np.concatenate([log_loss, np.repeat(log_loss[:1], pad)])
+        weights = np.concatenate([weights, np.zeros((len(weights), pad))], axis=1)
     solver = screen_solver(law, opts.max_iter, opts.max_linesearch, opts.backtrack_factor)
     theta, value = solver(starts.astype(f32), features.astype(f32), log_loss.astype(f32),
                           weights.astype(f32), context.astype(f32), f32(opts.delta),
@@ -148,9 +160,10 @@ def r_squared(loss, pred) -> float:
     return float(1.0 - np.sum((loss - pred) ** 2) / np.sum((loss - loss.mean()) ** 2))
 
 
-def fit(law: Law, columns: dict, opts: FitOptions = FitOptions()) -> FitResult:
+def fit(law: Law, columns: dict, opts: FitOptions | None = None) -> FitResult:
     """Fit `law` to runs `columns` (dict of equal-length arrays incl. 'loss' and the law's
     feature columns) from every start of the grid; see the module docstring."""
+    opts = opts or FitOptions()
     n = len(columns["loss"])
     if n < len(law.param_names):
         raise UserError(f"{law.name} has {len(law.param_names)} parameters but only {n} runs "
@@ -159,6 +172,9 @@ def fit(law: Law, columns: dict, opts: FitOptions = FitOptions()) -> FitResult:
     features, context = law.features(columns), law.context(columns)
     log_loss = np.log(np.asarray(columns["loss"], float))
     starts = law.starts(columns, opts.grid)
+    if opts.max_starts and len(starts) > opts.max_starts:
+        rng = np.random.default_rng(0)
+        starts = starts[np.sort(rng.choice(len(starts), opts.max_starts, replace=False))]
     theta, value = screen(law, starts, features, log_loss, np.ones((len(starts), n)), context,
                           opts)
     t1 = time.perf_counter()

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import jax.numpy as jnp
 import numpy as np
@@ -113,7 +113,7 @@ CHINCHILLA = Law(
 
 # ---- depth_width --------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def depth_width_law(phi: str = "log_aspect", irreducible: bool = True) -> Law:
     """`L = A N^-alpha + B T^-delta + Phi(D, W) [+ E]` (arXiv 2601.20994) with Phi `phi`."""
     if phi not in PHI_FORMS:

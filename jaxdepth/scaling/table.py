@@ -38,7 +38,7 @@ class Runs:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, mask) -> "Runs":
+    def subset(self, mask) -> Runs:
         mask = np.asarray(mask, bool)
         return Runs({k: v[mask] for k, v in self.columns.items()},
                     [lab for lab, m in zip(self.labels, mask) if m], self.source,
@@ -111,7 +111,8 @@ def load_runs(path, need: list[str], names: dict[str, str] | None = None,
     notes = []
     need = list(need)
     if tokens_from_flops and "tokens" in need:
-        need = [r for r in need if r != "tokens"] + [r for r in ("params", "flops") if r not in need]
+        need = [r for r in need if r != "tokens"]
+        need += [r for r in ("params", "flops") if r not in need]
     missing = [f"'{names[r]}' (--{r.replace('_', '-')})" for r in need if names[r] not in raw]
     if missing:
         raise UserError(f"{Path(path).name}: column {', '.join(missing)} not found; columns "
