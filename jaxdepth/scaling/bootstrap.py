@@ -100,9 +100,12 @@ def bootstrap_intervals(result: FitResult, columns: dict, derived: Callable | No
     given) from `bootstrap(...)`; returns (intervals, thetas)."""
     thetas = bootstrap(result, columns, **kwargs)
     samples = []
-    for theta in thetas:
-        s = dict(result.law.natural(theta, result.context))
-        if derived is not None:
-            s.update(derived(theta))
-        samples.append(s)
+    # a replicate of an under-determined law can run off to huge values: those become
+    # inf/nan samples (counted in the intervals as n_nonfinite), not warnings
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for theta in thetas:
+            s = dict(result.law.natural(theta, result.context))
+            if derived is not None:
+                s.update(derived(theta))
+            samples.append(s)
     return percentile_intervals(samples, level), thetas

@@ -60,6 +60,9 @@ def loss_vs_depth(result: FitResult, columns: dict, path: Path) -> Path:
         if np.isfinite(dc) and d_grid[0] <= dc <= d_grid[-1]:
             ax.axvline(dc, color=color, ls=":", lw=1)
     ax.set_xscale("log")
+    ticks = np.unique(depth)
+    ax.set_xticks(ticks, [f"{d:g}" for d in ticks], minor=False)
+    ax.set_xticks([], minor=True)
     ax.set(xlabel="depth D", ylabel="loss",
            title=f"{law.name} at T = {t_plot:.3g} tokens (dotted: D_crit)")
     ax.legend(fontsize=7)
@@ -87,8 +90,9 @@ def iso_compute(result: FitResult, budgets, path: Path) -> Path:
             cols = {"params": n, "tokens": c / (6 * n), "depth": np.ones_like(n),
                     "width": np.sqrt(n / 12)}
             loss = result.predict(cols)
-        line, = ax.plot(n, loss, lw=1, label=f"C={c:.2g}")
         i = int(np.argmin(loss))
+        near = (n > n[i] / 1e3) & (n < n[i] * 1e3)  # three decades either side of the optimum
+        line, = ax.plot(n[near], loss[near], lw=1, label=f"C={c:.2g}")
         ax.plot(n[i], loss[i], "o", color=line.get_color(), ms=4)
     ax.set_xscale("log")
     ax.set(xlabel="parameters N", ylabel="fitted loss", title=f"{law.name}: iso-compute curves")
