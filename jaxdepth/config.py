@@ -283,19 +283,23 @@ def _has_checkpoint(run_dir: Path) -> bool:
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
+    """A YAML file that must hold a mapping; each failure is a one-line UserError."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} '{path}' not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{what} '{path}' is not valid YAML: {e}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise UserError(f"{what} '{path}' must hold a mapping of sections")
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
     """YAML file (optional) + overrides -> validated, frozen RunConfig."""
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"config file '{path}' not found")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"config file '{path}' is not valid YAML: {e}".splitlines()[0]) from None
-        if not isinstance(data, dict):
-            raise UserError(f"config file '{path}' must hold a mapping of sections")
+    data = {} if path is None else read_yaml_mapping(path)
     data = apply_overrides(data, list(overrides))
     return validate(from_dict(RunConfig, data))
 

@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from jaxdepth.config import RunConfig, apply_overrides, from_dict, to_dict, validate
+from jaxdepth.config import (RunConfig, apply_overrides, from_dict, read_yaml_mapping, to_dict,
+                             validate)
 from jaxdepth.errors import UserError
 from jaxdepth.sweep import shapes
 
@@ -59,18 +59,6 @@ class SweepSpec:
     param_count: str = "kaplan"
     path: str = ""  # where the spec was read from ("" for a mapping)
     axes: tuple[str, ...] = field(default=())  # every dotted key the spec sets per run
-
-
-def _read_yaml(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise UserError(f"{what} '{path}' not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{what} '{path}' is not valid YAML: {e}".splitlines()[0]) from None
-    if not isinstance(data, dict):
-        raise UserError(f"{what} '{path}' must hold a mapping")
-    return data
 
 
 def set_dotted(data: dict, key: str, value: Any) -> None:
@@ -112,7 +100,7 @@ def load_spec(spec: str | Path | dict, overrides: list[str] = ()) -> SweepSpec:
     path = None
     if not isinstance(spec, dict):
         path = Path(spec)
-        spec = _read_yaml(path, "sweep spec")
+        spec = read_yaml_mapping(path, "sweep spec")
     unknown = [k for k in spec if k not in SPEC_KEYS]
     if unknown:
         close = difflib.get_close_matches(unknown[0], SPEC_KEYS, n=1)
@@ -122,7 +110,7 @@ def load_spec(spec: str | Path | dict, overrides: list[str] = ()) -> SweepSpec:
     base = spec.get("base", {})
     if isinstance(base, str):
         found = [p for p in ([path.parent / base] if path else []) + [Path(base)] if p.is_file()]
-        base = _read_yaml(found[0] if found else Path(base), "sweep base config")
+        base = read_yaml_mapping(found[0] if found else Path(base), "sweep base config")
     if not isinstance(base, dict):
         raise UserError(f"sweep spec 'base' must be a config path or a mapping, got {base!r}")
     base = json.loads(json.dumps(base))
