@@ -22,9 +22,10 @@ from jaxdepth.data.pipeline import val_batches
 from jaxdepth.diagnostics.angular import angular_distance, angular_distances
 from jaxdepth.diagnostics.cli import load_run
 from jaxdepth.diagnostics.forward import forward_hidden
-from jaxdepth.diagnostics.grad_persistence import fit_grad_persistence
+from jaxdepth.diagnostics.grad_persistence import fit_grad_persistence, late_layer_grad_norms
 from jaxdepth.diagnostics.lens import lens_logits, logit_lens
 from jaxdepth.diagnostics.removal import layer_removal
+from jaxdepth.errors import UserError
 from jaxdepth.model import Transformer
 from jaxdepth.train.loop import train
 from jaxdepth.train.step import lm_loss, split_batch
@@ -188,6 +189,32 @@ def test_tau_fit_degenerate_cases():
     frozen[:2] = 0.0  # frozen layers have no gradient: left out, not log(0)
     f = fit_grad_persistence(frozen)
     assert f.n_layers == D - 2 and abs(f.tau - 3.0) < 1e-9
+
+
+def _record(step, attn, ffn):
+    return {"step": step, "layers": {"attn_grad_norm": list(attn), "ffn_grad_norm": list(ffn)}}
+
+
+def test_late_grad_norms_geometric_mean_of_the_last_fraction():
+    a, b = np.array([1.0, 4.0]), np.array([4.0, 1.0])
+    recs = [_record(10, [100.0, 100.0], [0.0, 0.0]),  # early: left out of the mean
+            _record(90, a, 0 * a), _record(100, b, 0 * b), {"step": 100, "loss": 1.0}]
+    norms, first, last = late_layer_grad_norms(recs, frac=0.2)
+    assert (first, last) == (90, 100)
+    np.testing.assert_allclose(norms["attn"], [2.0, 2.0])  # sqrt(1*4), sqrt(4*1)
+    np.testing.assert_allclose(norms["layer"], [2.0, 2.0])
+    assert np.all(norms["ffn"] == 0.0)  # a zero norm stays zero (left out by the fit)
+    with pytest.raises(UserError, match="gradient norms"):
+        late_layer_grad_norms([{"step": 1, "loss": 1.0}])
+
+
+def test_power_law_plot_without_finite_points(tmp_path):
+    """tau = inf at every width (Pre-LN at small scale) is a result, not a crash."""
+    from jaxdepth.report.plots import power_law_plot
+
+    path = power_law_plot([32, 64], [math.inf, math.inf], {"p": math.nan}, tmp_path / "t.png",
+                          "width W", "tau (layers)", 0.44)
+    assert path.stat().st_size > 1000
 
 
 # ------------------------------------------------------------------ jaxdepth analyze

@@ -95,6 +95,22 @@ def record_at(records: list[dict], step: int | None) -> dict:
     return before[-1]
 
 
+def late_layer_grad_norms(records: list[dict], frac: float = 0.2) -> tuple[dict, int, int]:
+    """Per-layer gradient norms averaged over the last `frac` of training: the geometric
+    mean (the fit is in log space) over every logged record with step >= (1 - frac) x the
+    last logged step, so that one batch's noise does not set tau. Returns (norms as in
+    `layer_grad_norms`, first step, last step averaged). UserError if nothing is logged."""
+    with_norms = [r for r in records if "attn_grad_norm" in r.get("layers", {})]
+    if not with_norms:
+        raise UserError("metrics.jsonl holds no per-layer gradient norms")
+    last = with_norms[-1]["step"]
+    late = [r for r in with_norms if r["step"] >= (1.0 - frac) * last]
+    norms = [layer_grad_norms(r) for r in late]
+    with np.errstate(divide="ignore"):  # a frozen layer's zero norm stays zero
+        mean = {k: np.exp(np.mean([np.log(n[k]) for n in norms], axis=0)) for k in norms[0]}
+    return mean, late[0]["step"], last
+
+
 def tau_over_training(records: list[dict]) -> list[dict]:
     """tau fit of the whole-layer gradient norms at every logged step."""
     out = []

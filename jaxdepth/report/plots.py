@@ -49,22 +49,32 @@ def loss_vs_depth(panels: dict, path: Path, title: str = "", marks: dict | None 
     return _save(fig, path)
 
 
-def loss_vs_steps(panels: dict, path: Path, title: str = "") -> Path:
-    """`panels`: panel title -> {label -> (steps, losses)} (train loss, log y)."""
+def curves(panels: dict, path: Path, title: str = "", xlabel: str = "step",
+           ylabel: str = "", logy: bool = False, hline: float | None = None) -> Path:
+    """`panels`: panel title -> {label -> (x, y)}, one line per label; `hline`: a
+    horizontal reference line (e.g. 0 for a decay rate)."""
     n = max(len(panels), 1)
     fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 3.8), squeeze=False)
-    for ax, (name, curves) in zip(axes[0], panels.items()):
-        for label, (s, y) in curves.items():
-            ax.plot(s, y, label=label)
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
+    for ax, (name, lines) in zip(axes[0], panels.items()):
+        for label, (x, y) in lines.items():
+            ax.plot(x, y, label=label)
+        if hline is not None:
+            ax.axhline(hline, color="gray", lw=0.8, ls=":")
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("train loss")
+    axes[0][0].set_ylabel(ylabel)
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def loss_vs_steps(panels: dict, path: Path, title: str = "") -> Path:
+    """`panels`: panel title -> {label -> (steps, losses)} (train loss, log y)."""
+    return curves(panels, path, title, ylabel="train loss", logy=True)
 
 
 def per_layer(panels: dict, path: Path, title: str = "", logy: tuple = ()) -> Path:
@@ -92,6 +102,13 @@ def power_law_plot(x, y, fit: dict, path: Path, xlabel: str, ylabel: str, ref_p:
     fig, ax = plt.subplots(figsize=(4.6, 3.8))
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     ok = np.isfinite(y) & (y > 0)
+    if not ok.any():  # e.g. tau = inf at every width: say so instead of an empty log axis
+        ax.text(0.5, 0.5, f"no finite {ylabel} to plot", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_xlabel(xlabel)
+        if title:
+            ax.set_title(title, fontsize=9)
+        return _save(fig, path)
     ax.plot(x[ok], y[ok], "o", label="measured (finite)")
     if np.isfinite(fit.get("p", np.nan)):
         xs = np.geomspace(x[ok].min(), x[ok].max(), 50)

@@ -91,11 +91,11 @@ def _stabilizers(size: str) -> dict:
 
 
 def _persistence(size: str) -> dict:
-    widths = {"tiny": [16, 32, 64], "default": [32, 64, 96, 128],
+    widths = {"tiny": [16, 32, 64], "default": [32, 64, 96, 128, 192],
               "paper": [256, 512, 1024, 2048]}[size]
     depth = {"tiny": 4, "default": 8, "paper": 24}[size]
     overrides = {"model.depth": depth}
-    if size == "paper":  # the paper fits tau after about 1000 steps (arXiv 2601.20994)
+    if size != "tiny":  # the paper fits tau after about 1000 steps (arXiv 2601.20994)
         overrides.update({"train.steps": 1000, "train.warmup_steps": 100})
     return _spec("gradient_persistence", size, {"model.width": widths}, overrides=overrides,
                  head_dim=64 if size == "paper" else 16)

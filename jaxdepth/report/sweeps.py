@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxdepth.diagnostics.grad_persistence import fit_grad_persistence, layer_grad_norms
+from jaxdepth.diagnostics.grad_persistence import (fit_grad_persistence, late_layer_grad_norms,
+                                                   tau_over_training)
 from jaxdepth.report import plots
 from jaxdepth.report.fits import TAU_EXPONENT, dcrit_paper, per_width_minimum, power_law
 from jaxdepth.report.markdown import fmt, pivot, table
@@ -303,33 +304,41 @@ def report_stabilizers_vs_dcrit(out: Path, meta: dict, rows: list[dict]) -> str:
 
 
 def report_gradient_persistence(out: Path, meta: dict, rows: list[dict]) -> str:
-    """tau per width from the last logged per-layer gradient norms (arXiv 2601.20994)."""
-    res, norms = [], {}
+    """tau per width (arXiv 2601.20994) from per-layer gradient norms averaged over the last
+    LATE_FRAC of training, its power law in W, and the decay rate 1/tau over training."""
+    res, norms, rates = [], {}, {}
     for r in sorted(finished(rows), key=lambda r: r["width"]):
-        rec = [m for m in read_metrics(run_dir_of(out, r))
-               if "attn_grad_norm" in m.get("layers", {})]
-        if not rec:
+        records = read_metrics(run_dir_of(out, r))
+        if not any("attn_grad_norm" in m.get("layers", {}) for m in records):
             continue
-        g = layer_grad_norms(rec[-1])["layer"]
-        fit = fit_grad_persistence(g)
-        norms[f"W={r['width']}"] = g
-        res.append(dict(width=r["width"], depth=r["depth"], step=rec[-1]["step"], tau=fit.tau,
+        g, first, last = late_layer_grad_norms(records, LATE_FRAC)
+        fit = fit_grad_persistence(g["layer"])
+        label = f"W={r['width']}"
+        norms[label] = g["layer"]
+        over = tau_over_training(records)
+        rates[label] = ([o["step"] for o in over], [o["slope"] for o in over])
+        res.append(dict(width=r["width"], depth=r["depth"], steps=f"{first}-{last}", tau=fit.tau,
                         tau_stderr=fit.tau_stderr, r2=fit.r2, slope=fit.slope,
                         status=fit.status, val_loss=r["final_val_loss"]))
     decaying = [x for x in res if x["status"] == "decaying"]
     law = power_law([x["width"] for x in decaying], [x["tau"] for x in decaying])
     plots.per_layer({"whole-layer gradient norm": norms}, out / "grad_norms.png",
-                    "per-layer gradient norms (last logged step)",
+                    f"gradient norm per layer, last {LATE_FRAC:.0%} of steps",
                     logy=("whole-layer gradient norm",))
     plots.power_law_plot([x["width"] for x in res], [x["tau"] for x in res], law,
                          out / "tau_vs_width.png", "width W", "tau (layers)", TAU_EXPONENT,
                          "gradient persistence length")
+    plots.curves({"> 0: gradients shrink toward the input": rates},
+                 out / "decay_rate_vs_step.png", "decay rate 1/tau over training",
+                 ylabel="d log||g_l|| / dl = 1 / tau", hline=0.0)
     md = ["## tau per width", "",
-          table(res, ["width", "depth", "step", "tau", "tau_stderr", "r2", "slope", "status",
-                      "val_loss"], {"width": "d", "depth": "d", "step": "d", "tau": ".3g",
+          table(res, ["width", "depth", "steps", "tau", "tau_stderr", "r2", "slope", "status",
+                      "val_loss"], {"width": "d", "depth": "d", "tau": ".3g",
                                     "tau_stderr": ".2g", "r2": ".3f"}), "",
-          "tau from `log ||g_l|| = log ||g_D|| - (D - l) / tau` (least squares over layers); "
-          "status 'growing' = the gradient does not decay toward the input (tau = inf).", "",
+          "tau from `log ||g_l|| = log ||g_D|| - (D - l) / tau` (least squares over layers), "
+          "g_l = the norm of layer l's parameter gradient, geometric mean over the logged "
+          f"steps in `steps` (the last {LATE_FRAC:.0%} of training); slope = 1/tau; status "
+          "'growing' = the gradient does not decay toward the input (tau = inf).", "",
           "## Power law tau ~ W^p", ""]
     if law["n"] >= 2:
         md.append(f"Measured p = {law['p']:.3f} +- {fmt(law['p_stderr'], '.3f')} (R^2 = "
@@ -341,8 +350,12 @@ def report_gradient_persistence(out: Path, meta: dict, rows: list[dict]) -> str:
                   f"scale ({widths_status}); the "
                   f"paper's p = {TAU_EXPONENT} cannot be tested here. The paper fits after "
                   "about 1000 steps on much larger models.")
-    md += ["", "![](tau_vs_width.png)", "", "![](grad_norms.png)", ""]
+    md += ["", "![](tau_vs_width.png)", "", "![](grad_norms.png)", "",
+           "![](decay_rate_vs_step.png)", ""]
     return "\n".join(md)
+
+
+LATE_FRAC = 0.2  # tau from the gradient norms of the last 20% of training, not one batch
 
 
 REPORTS = {"curse_of_depth": report_curse_of_depth, "depth_delusion": report_depth_delusion,
