@@ -111,3 +111,13 @@ def test_power_law_recovers_exponent_and_skips_infinite_tau():
     fit = power_law(np.append(w, 512.0), np.append(1.7 * w ** p, math.inf))
     assert fit["n"] == 4
     assert fit["p"] == pytest.approx(p, rel=1e-9) and fit["k"] == pytest.approx(1.7, rel=1e-9)
+
+
+def test_per_width_minimum_falls_back_to_the_bracket():
+    d = np.array([1, 2, 4, 8, 16], float)
+    loss = 2.0 + 0.3 * (np.log(d) - np.log(6.0)) ** 2 + np.array([0, 1e-3, 0, -1e-3, 0])
+    m = per_width_minimum(d, loss)
+    assert m["interval_from"] == "bracket" and (m["lo"], m["hi"]) == (4.0, 16.0)
+    two = per_width_minimum(np.repeat(d, 2), np.repeat(loss, 2)
+                            + np.random.default_rng(1).normal(0, 0.01, 10))
+    assert two["interval_from"] == "bootstrap" and two["lo"] <= two["d_star"] <= two["hi"]

@@ -140,3 +140,15 @@ def test_ucurve_minimum_at_edge_is_not_a_number():
     depths = np.array([2.0, 4, 8, 16])
     out = ucurve_minimum(depths, 3.0 - 0.1 * np.log(depths))
     assert out["status"] == "at_upper_edge" and out["interval"] is None
+
+
+def test_ucurve_one_seed_gives_the_bracket_not_a_bootstrap():
+    """One run per depth leaves <= 2 residual degrees of freedom: no bootstrap interval
+    (it would be a noise scale read off one or two residuals), but the bracket of depths
+    either side of the best still holds the minimum."""
+    depths = np.array([1.0, 2, 4, 8, 16])
+    loss = 3.0 + 0.2 * (np.log(depths) - np.log(5.0)) ** 2 + np.array([0, 2e-3, -1e-3, 1e-3, 0])
+    out = ucurve_minimum(depths, loss)
+    assert out["status"] == "ok" and out["interval"] is None
+    assert out["bracket"] == [2.0, 8.0] and 2.0 < out["depth_min"] < 8.0
+    assert ucurve_minimum(depths, 3.0 - 0.1 * np.log(depths))["bracket"] is None  # at an edge

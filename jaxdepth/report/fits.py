@@ -21,8 +21,10 @@ def per_width_minimum(depths, losses) -> dict:
     """The per-width U-curve minimum the reports use: `jaxdepth.scaling.ucurve_minimum`
     (parabola in log depth around the observed minimum, residual-bootstrap 95% interval;
     arXiv 2203.15556 approach 2 style), in the reports' keys: d_star (NaN unless the
-    minimum is inside the measured depths), lo, hi (NaN when no interval can be given),
-    d_best (best measured depth), n_runs, status, method."""
+    minimum is inside the measured depths), lo, hi (the bootstrap interval when the runs
+    allow one, else the bracket of depths either side of the best; NaN at an edge),
+    interval_from ("bootstrap", "bracket" or ""), d_best (best measured depth), n_runs,
+    status, method."""
     from jaxdepth.scaling.ucurve import ucurve_minimum
 
     d = np.asarray(depths, np.float64)
@@ -30,13 +32,14 @@ def per_width_minimum(depths, losses) -> dict:
     ok = np.isfinite(d) & np.isfinite(y) & (d > 0)
     nan = float("nan")
     if not ok.any():
-        return dict(d_star=nan, lo=nan, hi=nan, d_best=nan, n_runs=0, status="too_few_depths",
-                    method="jaxdepth.scaling")
+        return dict(d_star=nan, lo=nan, hi=nan, interval_from="", d_best=nan, n_runs=0,
+                    status="too_few_depths", method="jaxdepth.scaling")
     m = ucurve_minimum(d[ok], y[ok])
-    lo, hi = m["interval"] or (nan, nan)
+    kind = "bootstrap" if m["interval"] else "bracket" if m["bracket"] else ""
+    lo, hi = m["interval"] or m["bracket"] or (nan, nan)
     return dict(d_star=m["depth_min"] if m["status"] == "ok" else nan, lo=lo, hi=hi,
-                d_best=m["observed_best_depth"], n_runs=int(ok.sum()), status=m["status"],
-                method="jaxdepth.scaling")
+                interval_from=kind, d_best=m["observed_best_depth"], n_runs=int(ok.sum()),
+                status=m["status"], method="jaxdepth.scaling")
 
 
 def power_law(x, y) -> dict:

@@ -73,7 +73,10 @@ def _delusion_grid(size: str, schemes: list[str]) -> dict:
     widths = {"tiny": [16, 32, 64], "default": [32, 64, 96], "paper": [256, 512, 1024]}[size]
     depths = {"tiny": [1, 2, 4], "default": [1, 2, 4, 8, 16],
               "paper": [2, 4, 8, 12, 16, 20, 24]}[size]
-    return {"model.scheme": schemes, "model.width": widths, "model.depth": depths}
+    grid = {"model.scheme": schemes, "model.width": widths, "model.depth": depths}
+    if size == "default":  # two init seeds: the U-curve minimum's bootstrap interval needs
+        grid["train.seed"] = [0, 1]  # replicates (jaxdepth.scaling.ucurve.MIN_DOF)
+    return grid
 
 
 def _delusion(size: str) -> dict:

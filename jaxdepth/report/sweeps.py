@@ -170,20 +170,23 @@ def minima_rows(rows, scheme: str | None = None) -> list[dict]:
         out.append(dict(scheme=scheme or fin[0]["scheme"] if fin else scheme, width=w,
                         runs=m["n_runs"], d_best=m["d_best"], d_star=m["d_star"],
                         interval=f"[{fmt(m['lo'], '.1f')}, {fmt(m['hi'], '.1f')}]",
-                        lo=m["lo"], hi=m["hi"], status=m["status"], method=m["method"],
+                        interval_from=m["interval_from"], lo=m["lo"], hi=m["hi"],
+                        status=m["status"], method=m["method"],
                         dcrit_2_43_lnW=dcrit_paper(w)))
     return out
 
 
-MIN_COLS = ["scheme", "width", "runs", "d_best", "d_star", "interval", "status", "dcrit_2_43_lnW",
-            "method"]
+MIN_COLS = ["scheme", "width", "runs", "d_best", "d_star", "interval", "interval_from", "status",
+            "dcrit_2_43_lnW"]
 INTERIOR = ("ok",)  # jaxdepth.scaling status of a minimum inside the measured depths
 MIN_SPECS = {"runs": "d", "d_best": ".0f", "d_star": ".2f", "dcrit_2_43_lnW": ".2f"}
 DCRIT_NOTE = ("d_best = best measured depth; d_star = vertex of a parabola in ln D fitted to "
-              "loss(D) at this width, with a 95% bootstrap interval (`method` column says "
-              "which implementation; no interval when the data cannot give one, e.g. one run "
-              "at each of only 3 depths, or a minimum at the edge of the sweep); "
-              "dcrit_2_43_lnW = the Depth Delusion's D_crit ~= 2.43 ln W (arXiv 2601.20994).")
+              "loss(D) over up to 5 depths around d_best (`jaxdepth.scaling.ucurve_minimum`); "
+              "interval = a 95% residual-bootstrap interval of d_star when the runs leave at "
+              "least 3 residual degrees of freedom (repeated seeds), otherwise the bracket: the "
+              "depths either side of d_best, which hold the minimum of any unimodal U-curve; "
+              "none when the minimum is at the edge of the sweep. dcrit_2_43_lnW = the Depth "
+              "Delusion's D_crit ~= 2.43 ln W (arXiv 2601.20994).")
 
 
 def _depth_panels(rows, group: str, curve: str) -> tuple[dict, dict]:
@@ -218,7 +221,8 @@ def report_depth_delusion(out: Path, meta: dict, rows: list[dict]) -> str:
         where = ("inside the measured depths" if m["status"] in INTERIOR
                  else f"not pinned ({m['status']})")
         md.append(f"- width {m['width']}: best measured depth {fmt(m['d_best'], '.0f')}, "
-                  f"fitted minimum {fmt(m['d_star'], '.2f')} {m['interval']} ({where}); paper "
+                  f"fitted minimum {fmt(m['d_star'], '.2f')} {m['interval']} "
+                  f"({m['interval_from'] or 'no interval'}; {where}); paper "
                   f"predicts D_crit ~= {m['dcrit_2_43_lnW']:.2f}.")
     md += ["", "## Depth/width law fit", "", law_fit_section(out, rows), ""]
     return "\n".join(md)
@@ -296,7 +300,9 @@ def report_stabilizers_vs_dcrit(out: Path, meta: dict, rows: list[dict]) -> str:
         else:
             verdict = "not resolved at this scale (the intervals overlap)"
         md.append(f"- width {m['width']}: {m['scheme']} minimum {fmt(m['d_star'], '.2f')} "
-                  f"{m['interval']} vs pre {fmt(b['d_star'], '.2f')} {b['interval']}: {verdict}.")
+                  f"{m['interval']} ({m['interval_from'] or 'none'}) vs pre "
+                  f"{fmt(b['d_star'], '.2f')} {b['interval']} ({b['interval_from'] or 'none'}): "
+                  f"{verdict}.")
     return "\n".join(md)
 
 

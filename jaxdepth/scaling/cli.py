@@ -113,9 +113,9 @@ def _print_summary(s: dict) -> None:
                   f"{e['cutoff']:.3g}, held-out {e['n_test']}: MAE {e['mae']:.4g} "
                   f"RMSE {e['rmse']:.4g}")
     for w, u in s.get("ucurves", {}).items():
-        iv = u["interval"]
+        iv, kind = (u["interval"], "bootstrap") if u["interval"] else (u.get("bracket"), "bracket")
         print(f"  U-curve W={w}: loss-minimising depth {_fmt(u['depth_min'])} [{u['status']}]"
-              + (f" ({_fmt(iv[0])}, {_fmt(iv[1])})" if iv else ""))
+              + (f" ({_fmt(iv[0])}, {_fmt(iv[1])}; {kind})" if iv else ""))
 
 
 def run(args) -> int:

@@ -4,14 +4,20 @@ A parabola in log depth is fitted around the observed minimum, as Hoffmann et al
 (arXiv 2203.15556, approach 2) fit parabolas in log N to IsoFLOP profiles; its vertex is
 the estimate. The interval is a residual bootstrap (fixed design: the depths are chosen,
 the losses are noisy; Efron & Tibshirani 1993, ch. 9): refit on `fitted + resampled
-residuals` and take percentiles of the vertex. With a single run per depth and only three
-depths in the window the residuals are zero, so no interval can be given: more depths or
-repeated seeds are needed, and the result says so.
+residuals` and take percentiles of the vertex. It needs at least MIN_DOF residual degrees
+of freedom: with one run per depth the window's 4 or 5 depths leave 1 or 2, and a noise
+scale read off one or two residuals is no estimate (a near-perfect parabola through four
+points then gives an absurdly narrow interval). Repeated seeds are the remedy.
+
+`bracket` is the model-free interval: for a unimodal loss(D), the minimum lies between the
+depths on either side of the observed best, whatever the shape of the U.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+MIN_DOF = 3  # residual degrees of freedom the bootstrap interval needs
 
 
 def _vertex(u, y):
@@ -25,14 +31,17 @@ def ucurve_minimum(depth, loss, window: int = 5, n_boot: int = 1000, seed: int =
     """Depth that minimises loss at fixed width, with a bootstrap interval.
 
     `window`: how many distinct depths around the observed minimum enter the parabola
-    (at least 3). Returns a dict with `depth_min`, `interval` ([lo, hi] or None), `status`
-    (`ok`, `at_lower_edge`, `at_upper_edge`, `no_curvature`), the depths used, and notes."""
+    (at least 3). Returns a dict with `depth_min`, `interval` (bootstrap [lo, hi], or None
+    below MIN_DOF residual degrees of freedom), `bracket` (the depths either side of the
+    observed best; None at an edge), `status` (`ok`, `at_lower_edge`, `at_upper_edge`,
+    `no_curvature`), the depths used, and notes."""
     depth, loss = np.asarray(depth, float), np.asarray(loss, float)
     levels = np.unique(depth)
     mean_loss = np.array([loss[depth == d].mean() for d in levels])
     i = int(np.argmin(mean_loss))
     out = {"observed_best_depth": float(levels[i]), "observed_best_loss": float(mean_loss[i]),
-           "depth_min": float(levels[i]), "interval": None, "depths_used": [], "notes": []}
+           "depth_min": float(levels[i]), "interval": None, "bracket": None, "depths_used": [],
+           "notes": []}
     if len(levels) < 3:
         out.update(status="too_few_depths")
         out["notes"].append("need at least 3 distinct depths")
@@ -42,6 +51,7 @@ def ucurve_minimum(depth, loss, window: int = 5, n_boot: int = 1000, seed: int =
         out["notes"].append("the lowest loss is at the edge of the sweep: the minimum is "
                             "outside the depths run")
         return out
+    out["bracket"] = [float(levels[i - 1]), float(levels[i + 1])]
     half = max(1, window // 2)
     lo, hi = max(0, i - half), min(len(levels), i + half + 1)
     used = levels[lo:hi]
@@ -56,9 +66,9 @@ def ucurve_minimum(depth, loss, window: int = 5, n_boot: int = 1000, seed: int =
     fitted = np.polyval(np.polyfit(u, y, 2), u)
     resid = y - fitted
     dof = len(y) - 3
-    if dof <= 0 or np.allclose(resid, 0):
-        out["notes"].append("no residual spread (one run per depth, 3 depths): no interval; "
-                            "add depths or repeated seeds")
+    if dof < MIN_DOF or np.allclose(resid, 0):
+        out["notes"].append(f"{dof} residual degrees of freedom (need {MIN_DOF}): no bootstrap "
+                            "interval; add repeated seeds (the bracket still holds)")
         return out
     resid = (resid - resid.mean()) * np.sqrt(len(y) / dof)
     rng = np.random.default_rng(seed)
