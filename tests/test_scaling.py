@@ -1,6 +1,7 @@
 """Scaling-law fitting: parameter recovery on synthetic data from each law, the Chinchilla
 replication fit (arXiv 2404.10102), U-curve minima, and the extrapolation check."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -151,4 +152,6 @@ def test_ucurve_one_seed_gives_the_bracket_not_a_bootstrap():
     out = ucurve_minimum(depths, loss)
     assert out["status"] == "ok" and out["interval"] is None
     assert out["bracket"] == [2.0, 8.0] and 2.0 < out["depth_min"] < 8.0
-    assert ucurve_minimum(depths, 3.0 - 0.1 * np.log(depths))["bracket"] is None  # at an edge
+    # still falling at the deepest run: the minimum is somewhere past the second-deepest
+    assert ucurve_minimum(depths, 3.0 - 0.1 * np.log(depths))["bracket"] == [8.0, math.inf]
+    assert ucurve_minimum(depths, 3.0 + 0.1 * np.log(depths))["bracket"] == [0.0, 2.0]

@@ -66,7 +66,10 @@ def _curse(size: str) -> dict:
                   "model.ffn_hidden": col(3), "train.lr": col(4), "train.steps": col(5),
                   "train.warmup_steps": [s // 10 for s in col(5)]}])
     depths = {"tiny": [2, 4], "default": [3, 6, 12]}[size]
-    return _spec("curse_of_depth", size, {"model.scheme": CURSE_SCHEMES, "model.depth": depths})
+    grid = {"model.scheme": CURSE_SCHEMES, "model.depth": depths}
+    if size == "default":  # replicates: is a scheme's gap at depth larger than seed noise?
+        grid["train.seed"] = [0, 1]
+    return _spec("curse_of_depth", size, grid)
 
 
 def _delusion_grid(size: str, schemes: list[str]) -> dict:

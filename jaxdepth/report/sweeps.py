@@ -39,6 +39,28 @@ def finished(rows, **match) -> list[dict]:
             and all(r.get(k) == v for k, v in match.items())]
 
 
+def first_seed(rows) -> list[dict]:
+    """The runs of the lowest init seed: one run per shape, for per-run figures."""
+    seeds = [r.get("seed") or 0 for r in rows]
+    return [r for r, sd in zip(rows, seeds) if sd == min(seeds, default=0)]
+
+
+def seed_stats(rows, **match) -> dict:
+    """Mean, sample sd (NaN for one run) and count of the final validation loss over the
+    finished replicates (seeds) matching `match`."""
+    v = np.asarray([r["final_val_loss"] for r in finished(rows, **match)], np.float64)
+    v = v[np.isfinite(v)]
+    return dict(mean=float(v.mean()) if v.size else math.nan,
+                sd=float(v.std(ddof=1)) if v.size > 1 else math.nan, n=int(v.size))
+
+
+def mean_by_depth(rows, **match) -> tuple[list, list]:
+    """(depths, mean final validation loss over seeds) of the finished runs matching
+    `match`, for the loss-against-depth figures."""
+    depths = sorted({r["depth"] for r in finished(rows, **match)})
+    return depths, [seed_stats(rows, depth=d, **match)["mean"] for d in depths]
+
+
 def run_analysis(run_dir: Path) -> dict:
     """The run's per-layer analysis at its last checkpoint, computed once and cached."""
     path = run_dir / "analysis" / "analysis.json"
@@ -80,16 +102,16 @@ def report_curse_of_depth(out: Path, meta: dict, rows: list[dict]) -> str:
     D = depths[-1]
     piv, cols = pivot(rows, "scheme", "depth", "final_val_loss")
     md = ["## Validation loss by depth (width "
-          f"{rows[0]['width']}, {rows[0]['steps']} steps, same data and init seed)", "",
+          f"{rows[0]['width']}, {rows[0]['steps']} steps, same data; {seeds_text(rows)})", "",
           table(piv, cols), ""]
-    plots.loss_vs_depth({"val loss": {s: ([r["depth"] for r in finished(rows, scheme=s)],
-                                          [r["final_val_loss"] for r in finished(rows, scheme=s)])
-                                      for s in schemes}},
+    plots.loss_vs_depth({"val loss (mean over seeds)": {s: mean_by_depth(rows, scheme=s)
+                                                        for s in schemes}},
                         out / "val_loss_by_depth.png", "Curse of Depth: final validation loss")
-    plots.loss_vs_steps({f"depth {d}": _curves(out, [r for r in rows if r["depth"] == d])
+    one = first_seed(rows)
+    plots.loss_vs_steps({f"depth {d}": _curves(out, [r for r in one if r["depth"] == d])
                          for d in depths}, out / "loss_vs_steps.png", "train loss against steps")
     md += ["![](val_loss_by_depth.png)", "", "![](loss_vs_steps.png)", ""]
-    deep = {r["scheme"]: r for r in finished(rows, depth=D)}
+    deep = {r["scheme"]: r for r in finished(one, depth=D)}
     rms, ang, rem, diag = {}, {}, {}, []
     for s, r in deep.items():
         run_dir = run_dir_of(out, r)
@@ -111,7 +133,7 @@ def report_curse_of_depth(out: Path, meta: dict, rows: list[dict]) -> str:
                          "loss increase when the layer is removed": rem},
                         out / "per_layer.png", f"per-layer diagnostics at depth {D}",
                         logy=("residual RMS (layer output)",))
-        md += [f"## Per-layer diagnostics at depth {D}", "",
+        md += [f"## Per-layer diagnostics at depth {D} (seed {min(r.get('seed') or 0 for r in one)})", "",
                table(diag, ["scheme", "val_loss", "rms_growth", "angular_last_third",
                             "near_identity_by_removal", "min_removal_delta"],
                      {"near_identity_by_removal": "d"}), "",
@@ -132,29 +154,48 @@ PAPER_FAILS = {"post": "Post-LN trains at 130M (12 layers, ppl 26.95) and fails 
                            "350M and 1B (ppl ~1360-1410)."}
 
 
+def seeds_text(rows) -> str:
+    seeds = sorted({r.get("seed") or 0 for r in rows})
+    return (f"init seed {seeds[0]}" if len(seeds) == 1 else
+            f"init seeds {', '.join(map(str, seeds))}: mean ± sd (runs) over seeds")
+
+
+def _loss_text(st: dict) -> str:
+    return fmt(st["mean"]) + (f" ± {fmt(st['sd'])}" if st["n"] > 1 else "")
+
+
 def curse_verdict(rows, D: int) -> list[str]:
-    """Sentences: what was measured at the deepest depth, next to the paper's direction."""
-    by = {r["scheme"]: r for r in rows if r["depth"] == D}
+    """Sentences: what was measured at the deepest depth (mean over seeds), next to the
+    paper's direction. With replicates, a difference counts as measured when it exceeds
+    twice its standard error sqrt(sd_a^2/n_a + sd_b^2/n_b)."""
+    st = {s: seed_stats(rows, scheme=s, depth=D) for s in dict.fromkeys(r["scheme"] for r in rows)}
+    unfinished = {r["scheme"]: r for r in rows if r["depth"] == D and r["status"] != "done"}
+    pre = st.get("pre", {"n": 0})
+
+    def versus(s: str) -> str:
+        a, b = st[s], pre
+        diff = a["mean"] - b["mean"]
+        text = f"{diff:+.4f} vs Pre-LN"
+        if a["n"] > 1 and b["n"] > 1:
+            se = math.sqrt(a["sd"] ** 2 / a["n"] + b["sd"] ** 2 / b["n"])
+            text += (f" (standard error {se:.4f}: "
+                     + ("beyond 2 se" if abs(diff) > 2 * se else "within 2 se, not resolved") + ")")
+        return text
+
     out = []
-    pre, lns = by.get("pre"), by.get("lns")
-    if pre and lns and pre["status"] == lns["status"] == "done":
-        diff = lns["final_val_loss"] - pre["final_val_loss"]
-        word = "below" if diff < 0 else "above"
-        out.append(f"- LNS vs Pre-LN at depth {D}: measured LNS {word} Pre-LN by {abs(diff):.4f} "
-                   f"nats ({lns['final_val_loss']:.4f} vs {pre['final_val_loss']:.4f}). Paper: "
-                   "LNS below Pre-LN at every size (e.g. ppl 20.35 vs 21.92 at 250M). The "
-                   "paper's gains come from 20k-100k steps; over a few hundred steps LNS can "
-                   "train slower (see loss_vs_steps.png).")
+    if pre["n"] and st.get("lns", {"n": 0})["n"]:
+        out.append(f"- LNS vs Pre-LN at depth {D}: LNS {_loss_text(st['lns'])}, Pre-LN "
+                   f"{_loss_text(pre)}: {versus('lns')}. Paper: LNS below Pre-LN at every size "
+                   "(e.g. ppl 20.35 vs 21.92 at 250M). The paper's gains come from 20k-100k "
+                   "steps; over a few hundred steps LNS can train slower (see loss_vs_steps.png).")
     for s in ("post", "mix", "deepnorm"):
-        r = by.get(s)
-        if not r or not pre:
+        if s not in st or not pre["n"]:
             continue
-        if r["status"] != "done":
-            what = f"{r['status']} (loss {fmt(r.get('final_loss'))})"
-        else:
-            what = (f"val loss {r['final_val_loss']:.4f}, "
-                    f"{r['final_val_loss'] - pre['final_val_loss']:+.4f} vs Pre-LN")
-        out.append(f"- {s} at depth {D}: {what}. Paper: {PAPER_FAILS[s]}")
+        r = unfinished.get(s)
+        what = [f"val loss {_loss_text(st[s])}, {versus(s)}"] if st[s]["n"] else []
+        if r:
+            what.append(f"{r['status']} (loss {fmt(r.get('final_loss'))})")
+        out.append(f"- {s} at depth {D}: {'; '.join(what)}. Paper: {PAPER_FAILS[s]}")
     return out or ["- not enough finished runs at the deepest depth to compare."]
 
 
@@ -184,8 +225,8 @@ DCRIT_NOTE = ("d_best = best measured depth; d_star = vertex of a parabola in ln
               "loss(D) over up to 5 depths around d_best (`jaxdepth.scaling.ucurve_minimum`); "
               "interval = a 95% residual-bootstrap interval of d_star when the runs leave at "
               "least 3 residual degrees of freedom (repeated seeds), otherwise the bracket: the "
-              "depths either side of d_best, which hold the minimum of any unimodal U-curve; "
-              "none when the minimum is at the edge of the sweep. dcrit_2_43_lnW = the Depth "
+              "depths either side of d_best, which hold the minimum of any unimodal U-curve "
+              "(open-ended when d_best is at the edge of the sweep). dcrit_2_43_lnW = the Depth "
               "Delusion's D_crit ~= 2.43 ln W (arXiv 2601.20994).")
 
 
@@ -195,8 +236,7 @@ def _depth_panels(rows, group: str, curve: str) -> tuple[dict, dict]:
         sub = [r for r in rows if r[group] == g]
         curves = {}
         for c in sorted({r[curve] for r in sub}, key=str):
-            fin = finished(sub, **{curve: c})
-            curves[f"{curve} {c}"] = ([r["depth"] for r in fin], [r["final_val_loss"] for r in fin])
+            curves[f"{curve} {c}"] = mean_by_depth(sub, **{curve: c})
         panels[f"{group} {g}"] = curves
     return panels, marks
 
@@ -204,16 +244,16 @@ def _depth_panels(rows, group: str, curve: str) -> tuple[dict, dict]:
 def report_depth_delusion(out: Path, meta: dict, rows: list[dict]) -> str:
     piv, cols = pivot(rows, "width", "depth", "final_val_loss")
     mins = minima_rows(rows)
-    panels = {f"width {m['width']}": {"pre": (
-        [r["depth"] for r in finished(rows, width=m["width"])],
-        [r["final_val_loss"] for r in finished(rows, width=m["width"])])} for m in mins}
+    panels = {f"width {m['width']}": {"pre (mean over seeds)": mean_by_depth(rows, width=m["width"])}
+              for m in mins}
     marks = {f"width {m['width']}": [(m["d_star"], "fitted min"),
                                      (m["dcrit_2_43_lnW"], "2.43 ln W", ":")] for m in mins}
     plots.loss_vs_depth(panels, out / "loss_vs_depth.png",
                         f"loss against depth at fixed width, {rows[0]['tokens']} tokens per run",
                         marks)
     md = ["## Validation loss by width and depth (same tokens per run: "
-          f"{rows[0]['steps']} steps x {rows[0]['batch_size']} x {rows[0]['seq_len']})", "",
+          f"{rows[0]['steps']} steps x {rows[0]['batch_size']} x {rows[0]['seq_len']}; "
+          f"{seeds_text(rows)})", "",
           table(piv, cols), "", "## U-curve minimum per width", "",
           table(mins, MIN_COLS, MIN_SPECS), "", DCRIT_NOTE, "", "![](loss_vs_depth.png)", "",
           "## Measured vs the paper", ""]
@@ -277,7 +317,7 @@ def report_stabilizers_vs_dcrit(out: Path, meta: dict, rows: list[dict]) -> str:
     panels, _ = _depth_panels(rows, "width", "scheme")
     marks = {f"width {w}": [(dcrit_paper(w), "2.43 ln W", ":")] for w in {r["width"] for r in rows}}
     plots.loss_vs_depth(panels, out / "loss_vs_depth.png", "loss against depth per scheme", marks)
-    md = ["## Validation loss", ""]
+    md = [f"## Validation loss ({seeds_text(rows)})", ""]
     for s in schemes:
         piv, cols = pivot([r for r in rows if r["scheme"] == s], "width", "depth", "final_val_loss")
         md += [f"### {s}", "", table(piv, cols), ""]
@@ -290,8 +330,8 @@ def report_stabilizers_vs_dcrit(out: Path, meta: dict, rows: list[dict]) -> str:
         if m["scheme"] == "pre" or not b:
             continue
         bounds = [m["lo"], m["hi"], b["lo"], b["hi"]]
-        if not all(math.isfinite(x) and x > 0 for x in bounds):
-            verdict = ("not resolved at this scale (no finite interval: "
+        if any(math.isnan(x) for x in bounds):
+            verdict = ("not resolved at this scale (no interval: "
                        f"{m['scheme']} {m['status']}, pre {b['status']})")
         elif m["lo"] > b["hi"]:
             verdict = "moved UP (intervals do not overlap)"

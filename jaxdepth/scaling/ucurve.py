@@ -10,7 +10,8 @@ scale read off one or two residuals is no estimate (a near-perfect parabola thro
 points then gives an absurdly narrow interval). Repeated seeds are the remedy.
 
 `bracket` is the model-free interval: for a unimodal loss(D), the minimum lies between the
-depths on either side of the observed best, whatever the shape of the U.
+depths on either side of the observed best, whatever the shape of the U; half-open
+([0, second depth] or [second-deepest depth, inf]) when the best is at an edge of the sweep.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ def ucurve_minimum(depth, loss, window: int = 5, n_boot: int = 1000, seed: int =
     `window`: how many distinct depths around the observed minimum enter the parabola
     (at least 3). Returns a dict with `depth_min`, `interval` (bootstrap [lo, hi], or None
     below MIN_DOF residual degrees of freedom), `bracket` (the depths either side of the
-    observed best; None at an edge), `status` (`ok`, `at_lower_edge`, `at_upper_edge`,
-    `no_curvature`), the depths used, and notes."""
+    observed best, open-ended at an edge; None below 3 depths), `status` (`ok`,
+    `at_lower_edge`, `at_upper_edge`, `no_curvature`), the depths used, and notes."""
     depth, loss = np.asarray(depth, float), np.asarray(loss, float)
     levels = np.unique(depth)
     mean_loss = np.array([loss[depth == d].mean() for d in levels])
@@ -46,12 +47,13 @@ def ucurve_minimum(depth, loss, window: int = 5, n_boot: int = 1000, seed: int =
         out.update(status="too_few_depths")
         out["notes"].append("need at least 3 distinct depths")
         return out
+    out["bracket"] = [float(levels[i - 1]) if i > 0 else 0.0,
+                      float(levels[i + 1]) if i < len(levels) - 1 else float("inf")]
     if i == 0 or i == len(levels) - 1:
         out.update(status="at_lower_edge" if i == 0 else "at_upper_edge")
         out["notes"].append("the lowest loss is at the edge of the sweep: the minimum is "
                             "outside the depths run")
         return out
-    out["bracket"] = [float(levels[i - 1]), float(levels[i + 1])]
     half = max(1, window // 2)
     lo, hi = max(0, i - half), min(len(levels), i + half + 1)
     used = levels[lo:hi]
