@@ -121,3 +121,17 @@ def test_per_width_minimum_falls_back_to_the_bracket():
     two = per_width_minimum(np.repeat(d, 2), np.repeat(loss, 2)
                             + np.random.default_rng(1).normal(0, 0.01, 10))
     assert two["interval_from"] == "bootstrap" and two["lo"] <= two["d_star"] <= two["hi"]
+
+
+def test_pivot_pools_seed_replicates_and_names_unfinished_runs():
+    from jaxdepth.report.markdown import pivot
+
+    rows = [dict(width=32, depth=2, seed=0, status="done", final_val_loss=2.0),
+            dict(width=32, depth=2, seed=1, status="done", final_val_loss=2.2),
+            dict(width=32, depth=4, seed=0, status="done", final_val_loss=1.9),
+            dict(width=32, depth=4, seed=1, status="diverged", final_val_loss=float("nan"))]
+    piv, cols = pivot(rows, "width", "depth", "final_val_loss")
+    assert cols == ["width", "depth=2", "depth=4"]
+    sd = float(np.std([2.0, 2.2], ddof=1))
+    assert piv[0]["depth=2"] == f"2.1000 ± {sd:.4f} (2)"
+    assert piv[0]["depth=4"] == "1.9000; nan (diverged)"

@@ -25,14 +25,18 @@ def _save(fig, path: Path) -> Path:
 
 
 def loss_vs_depth(panels: dict, path: Path, title: str = "", marks: dict | None = None) -> Path:
-    """`panels`: panel title -> {curve label -> (depths, losses)}; `marks`: panel title ->
-    [(x, label)] vertical lines (fitted minimum, 2.43 ln W)."""
+    """`panels`: panel title -> {curve label -> (depths, losses[, (run depths, run
+    losses)])}: a line, and each replicate run as a faint dot when given; `marks`: panel
+    title -> [(x, label)] vertical lines (fitted minimum, 2.43 ln W)."""
     n = max(len(panels), 1)
     fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 3.8), squeeze=False)
     for ax, (name, curves) in zip(axes[0], panels.items()):
-        for label, (d, y) in curves.items():
+        for label, (d, y, *runs) in curves.items():
             order = np.argsort(d)
-            ax.plot(np.asarray(d)[order], np.asarray(y, np.float64)[order], "o-", label=label)
+            line, = ax.plot(np.asarray(d)[order], np.asarray(y, np.float64)[order], "o-",
+                            label=label)
+            if runs:
+                ax.plot(*runs[0], ".", color=line.get_color(), alpha=0.4)
         for x, label, *style in (marks or {}).get(name, []):
             if np.isfinite(x):
                 ax.axvline(x, ls=style[0] if style else "--", color="gray", alpha=0.7)

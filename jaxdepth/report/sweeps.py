@@ -54,11 +54,13 @@ def seed_stats(rows, **match) -> dict:
                 sd=float(v.std(ddof=1)) if v.size > 1 else math.nan, n=int(v.size))
 
 
-def mean_by_depth(rows, **match) -> tuple[list, list]:
-    """(depths, mean final validation loss over seeds) of the finished runs matching
-    `match`, for the loss-against-depth figures."""
-    depths = sorted({r["depth"] for r in finished(rows, **match)})
-    return depths, [seed_stats(rows, depth=d, **match)["mean"] for d in depths]
+def mean_by_depth(rows, **match) -> tuple[list, list, tuple[list, list]]:
+    """(depths, mean final validation loss over seeds, (each run's depth, each run's
+    loss)) of the finished runs matching `match`, for the loss-against-depth figures."""
+    fin = finished(rows, **match)
+    depths = sorted({r["depth"] for r in fin})
+    return (depths, [seed_stats(rows, depth=d, **match)["mean"] for d in depths],
+            ([r["depth"] for r in fin], [r["final_val_loss"] for r in fin]))
 
 
 def run_analysis(run_dir: Path) -> dict:
