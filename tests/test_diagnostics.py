@@ -191,6 +191,19 @@ def test_tau_fit_degenerate_cases():
     assert f.n_layers == D - 2 and abs(f.tau - 3.0) < 1e-9
 
 
+def test_tau_fit_calls_an_insignificant_slope_flat_and_bounds_tau_below():
+    D = 8
+    rng = np.random.default_rng(0)
+    noisy_flat = 0.1 * np.exp(rng.normal(0, 0.2, D) + 0.005 * np.arange(D))
+    f = fit_grad_persistence(noisy_flat)
+    assert f.slope > 0  # the sign alone would call this "decaying"; it is within 2 se of 0
+    assert f.status == "flat" and math.isinf(f.tau)
+    assert np.isfinite(f.tau_lower) and f.tau_lower > 0
+    exact = fit_grad_persistence(np.exp(np.arange(1, D + 1) / 5.0))
+    assert exact.status == "decaying" and exact.tau_lower == pytest.approx(5.0, rel=1e-9)
+    assert math.isinf(fit_grad_persistence(np.exp(-0.2 * np.arange(D))).tau_lower)
+
+
 def _record(step, attn, ffn):
     return {"step": step, "layers": {"attn_grad_norm": list(attn), "ffn_grad_norm": list(ffn)}}
 

@@ -5,12 +5,16 @@ The Depth Delusion (arXiv 2601.20994): `||g_l|| ~= ||g_D|| exp(-(D - l) / tau)`,
 l = 1..D. That is a straight line in l with slope `1 / tau`; the fit reports tau, its
 standard error (delta method: se(tau) = se(slope) / slope^2), and R^2.
 
-Sign: a positive slope means the gradient shrinks toward the input (finite tau, the paper's
-picture). A slope <= 0 means it does not decay toward the input (flat, or growing toward
-the input as Pre-LN often shows early in training): there is no finite decay length, so
-tau = inf with status "flat" or "growing", and `slope` keeps the fitted rate. Layers with
-a zero or non-finite norm (frozen layers) are left out of the fit; fewer than two usable
-layers gives tau = NaN with status "degenerate".
+Sign: a slope significantly above zero (more than 2 standard errors) means the gradient
+shrinks toward the input: a finite tau, the paper's picture ("decaying"). A slope within
+2 standard errors of zero is "flat" (no decay measurable over this depth), and one
+significantly below zero is "growing" toward the input (as Pre-LN often shows); both have
+no finite decay length, so tau = inf, and `slope` keeps the fitted rate. `tau_lower` =
+1 / (slope + 2 se), the decay length the data rule out below (about a 97.5% one-sided
+bound; inf when even slope + 2 se <= 0): a flat profile over D layers still says tau is
+at least that long. Layers with a zero or non-finite norm (frozen layers) are left out
+of the fit; fewer than two usable layers gives tau = NaN with status "degenerate"; with
+exactly two there is no standard error and the sign alone decides.
 
 The norms come from the training loop (`jaxdepth.train.step.layer_grad_norms`, logged as
 `layers.attn_grad_norm` / `layers.ffn_grad_norm` in metrics.jsonl); nothing is recomputed.
@@ -35,6 +39,7 @@ class PersistenceFit:
     log_grad_last: float  # fitted log ||g_D||
     n_layers: int  # layers used in the fit
     status: str  # "decaying" | "flat" | "growing" | "degenerate"
+    tau_lower: float = float("nan")  # 1 / (slope + 2 se): tau is at least this long
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,11 +66,14 @@ def fit_grad_persistence(grad_norms_L) -> PersistenceFit:
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else nan
     slope_se = math.sqrt(ss_res / (n - 2) / sxx) if n > 2 else nan
     log_last = float(intercept + slope * D)
-    if slope > 0:
+    margin = 2 * slope_se if n > 2 else 0.0
+    upper = slope + margin
+    tau_lower = 1.0 / upper if upper > 0 else math.inf
+    if slope > margin:
         return PersistenceFit(1.0 / slope, slope_se / slope ** 2, r2, slope, log_last, n,
-                              "decaying")
-    status = "flat" if slope == 0 else "growing"
-    return PersistenceFit(math.inf, nan, r2, slope, log_last, n, status)
+                              "decaying", tau_lower)
+    status = "flat" if abs(slope) <= margin else "growing"
+    return PersistenceFit(math.inf, nan, r2, slope, log_last, n, status, tau_lower)
 
 
 def layer_grad_norms(record: dict) -> dict[str, np.ndarray]:

@@ -366,8 +366,8 @@ def report_gradient_persistence(out: Path, meta: dict, rows: list[dict]) -> str:
         over = tau_over_training(records)
         rates[label] = ([o["step"] for o in over], [o["slope"] for o in over])
         res.append(dict(width=r["width"], depth=r["depth"], steps=f"{first}-{last}", tau=fit.tau,
-                        tau_stderr=fit.tau_stderr, r2=fit.r2, slope=fit.slope,
-                        status=fit.status, val_loss=r["final_val_loss"]))
+                        tau_stderr=fit.tau_stderr, tau_lower=fit.tau_lower, r2=fit.r2,
+                        slope=fit.slope, status=fit.status, val_loss=r["final_val_loss"]))
     decaying = [x for x in res if x["status"] == "decaying"]
     law = power_law([x["width"] for x in decaying], [x["tau"] for x in decaying])
     plots.per_layer({"whole-layer gradient norm": norms}, out / "grad_norms.png",
@@ -380,13 +380,17 @@ def report_gradient_persistence(out: Path, meta: dict, rows: list[dict]) -> str:
                  out / "decay_rate_vs_step.png", "decay rate 1/tau over training",
                  ylabel="d log||g_l|| / dl = 1 / tau", hline=0.0)
     md = ["## tau per width", "",
-          table(res, ["width", "depth", "steps", "tau", "tau_stderr", "r2", "slope", "status",
-                      "val_loss"], {"width": "d", "depth": "d", "tau": ".3g",
-                                    "tau_stderr": ".2g", "r2": ".3f"}), "",
+          table(res, ["width", "depth", "steps", "tau", "tau_stderr", "tau_lower", "r2", "slope",
+                      "status", "val_loss"], {"width": "d", "depth": "d", "tau": ".3g",
+                                              "tau_stderr": ".2g", "tau_lower": ".3g",
+                                              "r2": ".3f"}), "",
           "tau from `log ||g_l|| = log ||g_D|| - (D - l) / tau` (least squares over layers), "
           "g_l = the norm of layer l's parameter gradient, geometric mean over the logged "
-          f"steps in `steps` (the last {LATE_FRAC:.0%} of training); slope = 1/tau; status "
-          "'growing' = the gradient does not decay toward the input (tau = inf).", "",
+          f"steps in `steps` (the last {LATE_FRAC:.0%} of training); slope = 1/tau. status: "
+          "'decaying' = slope more than 2 standard errors above 0; 'flat' = within 2 se of 0 "
+          "(no decay measurable over this depth); 'growing' = the gradient grows toward the "
+          "input; tau = inf unless decaying. tau_lower = 1 / (slope + 2 se): the decay "
+          "length the data rule out below (inf: none).", "",
           "## Power law tau ~ W^p", ""]
     if law["n"] >= 2:
         md.append(f"Measured p = {law['p']:.3f} +- {fmt(law['p_stderr'], '.3f')} (R^2 = "
@@ -397,7 +401,9 @@ def report_gradient_persistence(out: Path, meta: dict, rows: list[dict]) -> str:
         md.append(f"No fit: only {law['n']} width(s) have a finite (decaying) tau at this "
                   f"scale ({widths_status}); the "
                   f"paper's p = {TAU_EXPONENT} cannot be tested here. The paper fits after "
-                  "about 1000 steps on much larger models.")
+                  "about 1000 steps on much larger models. Lower bounds on tau by width: "
+                  + ", ".join(f"W={x['width']}: {fmt(x['tau_lower'], '.3g')}" for x in res)
+                  + " layers.")
     md += ["", "![](tau_vs_width.png)", "", "![](grad_norms.png)", "",
            "![](decay_rate_vs_step.png)", ""]
     return "\n".join(md)
