@@ -135,3 +135,21 @@ def test_pivot_pools_seed_replicates_and_names_unfinished_runs():
     sd = float(np.std([2.0, 2.2], ddof=1))
     assert piv[0]["depth=2"] == f"2.1000 ± {sd:.4f} (2)"
     assert piv[0]["depth=4"] == "1.9000; nan (diverged)"
+
+
+def test_curse_verdict_tests_gaps_across_seeds():
+    from jaxdepth.report.sweeps import curse_verdict
+
+    def rows(lns_losses):
+        pre = [dict(scheme="pre", depth=12, seed=s, status="done", final_val_loss=v)
+               for s, v in enumerate([2.00, 2.01, 2.02])]
+        lns = [dict(scheme="lns", depth=12, seed=s, status="done", final_val_loss=v)
+               for s, v in enumerate(lns_losses)]
+        return pre + lns
+
+    clear = curse_verdict(rows([1.90, 1.91, 1.92]), 12)[0]
+    assert "LNS 1.9100 ± 0.0100" in clear and "-0.1000 vs Pre-LN" in clear
+    assert "p = " in clear and ": p = " in clear and "resolved)" in clear
+    assert "not resolved" not in clear
+    noisy = curse_verdict(rows([1.80, 2.20, 2.00]), 12)[0]
+    assert "not resolved at this scale" in noisy

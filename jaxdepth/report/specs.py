@@ -3,9 +3,11 @@
 
 - tiny: CI smoke size. Every experiment shares one base shape and train config, so the
   compiled steps are reused across experiments within one process.
-- default: what a 2-core CPU trains in under 30 minutes (check with `--plan`; planned
-  on an idle-ish 2-core machine: curse_of_depth ~760 s, depth_delusion ~1290 s,
-  stabilizers_vs_dcrit ~1450 s, gradient_persistence ~660 s, stacking_failure seconds).
+- default: what a 2-core CPU trains in under 30 minutes (check with `--plan`). Measured
+  on an idle 2-core machine, one experiment at a time (wall time of the whole command):
+  stacking_failure 45 s, depth_delusion 605 s (30 runs), gradient_persistence 689 s
+  (5 runs of 1000 steps), stabilizers_vs_dcrit 934 s (60 runs), curse_of_depth CURSE_S.
+  Two init seeds per shape where a minimum or a gap is compared across runs.
 - paper: the published shapes, for a pod; only planned here (`--scale paper --plan`).
   LNS models table and recipe: arXiv 2502.05795 (depth-literature §3); Depth Delusion
   W = 512, depths 2..24, Pre-LN, GELU, AdamW lr 3e-4, wd 0.1, clip 1, seq 1024, batch

@@ -46,12 +46,13 @@ def first_seed(rows) -> list[dict]:
 
 
 def seed_stats(rows, **match) -> dict:
-    """Mean, sample sd (NaN for one run) and count of the final validation loss over the
-    finished replicates (seeds) matching `match`."""
+    """Mean, sample sd (NaN for one run), count and values of the final validation loss
+    over the finished replicates (seeds) matching `match`."""
     v = np.asarray([r["final_val_loss"] for r in finished(rows, **match)], np.float64)
     v = v[np.isfinite(v)]
     return dict(mean=float(v.mean()) if v.size else math.nan,
-                sd=float(v.std(ddof=1)) if v.size > 1 else math.nan, n=int(v.size))
+                sd=float(v.std(ddof=1)) if v.size > 1 else math.nan, n=int(v.size),
+                values=v.tolist())
 
 
 def mean_by_depth(rows, **match) -> tuple[list, list, tuple[list, list]]:
@@ -168,8 +169,10 @@ def _loss_text(st: dict) -> str:
 
 def curse_verdict(rows, D: int) -> list[str]:
     """Sentences: what was measured at the deepest depth (mean over seeds), next to the
-    paper's direction. With replicates, a difference counts as measured when it exceeds
-    twice its standard error sqrt(sd_a^2/n_a + sd_b^2/n_b)."""
+    paper's direction. With replicates, each gap gets Welch's t-test (scipy.stats.ttest_ind,
+    unequal variances): resolved when p < 0.05."""
+    from scipy.stats import ttest_ind
+
     st = {s: seed_stats(rows, scheme=s, depth=D) for s in dict.fromkeys(r["scheme"] for r in rows)}
     unfinished = {r["scheme"]: r for r in rows if r["depth"] == D and r["status"] != "done"}
     pre = st.get("pre", {"n": 0})
@@ -179,9 +182,9 @@ def curse_verdict(rows, D: int) -> list[str]:
         diff = a["mean"] - b["mean"]
         text = f"{diff:+.4f} vs Pre-LN"
         if a["n"] > 1 and b["n"] > 1:
-            se = math.sqrt(a["sd"] ** 2 / a["n"] + b["sd"] ** 2 / b["n"])
-            text += (f" (standard error {se:.4f}: "
-                     + ("beyond 2 se" if abs(diff) > 2 * se else "within 2 se, not resolved") + ")")
+            p = float(ttest_ind(a["values"], b["values"], equal_var=False).pvalue)
+            text += (f" (Welch t-test over {a['n']} + {b['n']} seeds: p = {p:.2g}, "
+                     + ("resolved" if p < 0.05 else "not resolved at this scale") + ")")
         return text
 
     out = []
