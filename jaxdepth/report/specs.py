@@ -6,7 +6,7 @@
 - default: what a 2-core CPU trains in under 30 minutes (check with `--plan`). Measured
   on an idle 2-core machine, one experiment at a time (wall time of the whole command):
   stacking_failure 45 s, depth_delusion 605 s (30 runs), gradient_persistence 689 s
-  (5 runs of 1000 steps), stabilizers_vs_dcrit 934 s (60 runs), curse_of_depth CURSE_S.
+  (5 runs of 1000 steps), stabilizers_vs_dcrit 934 s (60 runs), curse_of_depth 726 s (30 runs).
   Two init seeds per shape where a minimum or a gap is compared across runs.
 - paper: the published shapes, for a pod; only planned here (`--scale paper --plan`).
   LNS models table and recipe: arXiv 2502.05795 (depth-literature §3); Depth Delusion
