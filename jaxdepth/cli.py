@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
             mod.add_arguments(p)
             p.set_defaults(_run=mod.run)
     args = parser.parse_args(argv)
+    import absl.logging  # jax's own dependency; orbax logs read-only notices through it
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
     try:
         return int(args._run(args) or 0)
     except UserError as e:

@@ -198,13 +198,11 @@ def comparison_table(runs: list[dict]) -> str:
 def run(args) -> int:
     _check_args(args)  # bad input fails here, before jax is imported
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import absl.logging
     from tqdm.auto import tqdm
 
     from jaxdepth.diagnostics import plots
     from jaxdepth.diagnostics.analysis import ANALYSIS_STAGES
 
-    absl.logging.set_verbosity(absl.logging.ERROR)  # orbax's read-only notices
     dirs = [Path(d) for d in args.run_dirs]
     for d in dirs:
         checked_config(d, args.step)
