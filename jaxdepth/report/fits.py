@@ -22,7 +22,8 @@ def per_width_minimum(depths, losses) -> dict:
     (parabola in log depth around the observed minimum, residual-bootstrap 95% interval;
     arXiv 2203.15556 approach 2 style), in the reports' keys: d_star (NaN unless the
     minimum is inside the measured depths), lo, hi (the bootstrap interval when the runs
-    allow one, else the bracket of depths either side of the best; NaN at an edge),
+    allow one, else the bracket of depths either side of the best, open-ended at an edge of
+    the sweep; NaN with fewer than 3 depths),
     interval_from ("bootstrap", "bracket" or ""), d_best (best measured depth), n_runs,
     status, method."""
     from jaxdepth.scaling.ucurve import ucurve_minimum

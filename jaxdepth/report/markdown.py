@@ -28,6 +28,16 @@ def table(rows: list[dict], cols: list[str], specs: dict | None = None) -> str:
     return "\n".join([head, sep, *body])
 
 
+def mean_sd(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (NaN for fewer than two values; NaN mean for none)."""
+    v = [float(x) for x in values]
+    if not v:
+        return math.nan, math.nan
+    mean = sum(v) / len(v)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else math.nan
+    return mean, sd
+
+
 def pivot(rows: list[dict], row_key: str, col_key: str, value: str) -> tuple[list[dict], list[str]]:
     """Rows keyed by `row_key`, one column per distinct `col_key` value holding `value`.
     Replicates in a cell (seeds) show as `mean ± sd (n)` over the finished runs; a run
@@ -54,8 +64,7 @@ def cell_text(rows: list[dict], value: str) -> str:
     if len(done) == 1:
         parts.append(fmt(float(done[0])))
     elif done:
-        mean = sum(done) / len(done)
-        sd = math.sqrt(sum((x - mean) ** 2 for x in done) / (len(done) - 1))
+        mean, sd = mean_sd(done)
         parts.append(f"{fmt(mean)} ± {fmt(sd)} ({len(done)})")
     parts += [f"{fmt(r.get(value))} ({r.get('status')})" for r in rows
               if r.get("status") not in ("done", None)]

@@ -16,7 +16,7 @@ from jaxdepth.diagnostics.grad_persistence import (fit_grad_persistence, late_la
                                                    tau_over_training)
 from jaxdepth.report import plots
 from jaxdepth.report.fits import TAU_EXPONENT, dcrit_paper, per_width_minimum, power_law
-from jaxdepth.report.markdown import fmt, pivot, table
+from jaxdepth.report.markdown import fmt, mean_sd, pivot, table
 from jaxdepth.sweep.results import read_metrics
 
 
@@ -48,11 +48,9 @@ def first_seed(rows) -> list[dict]:
 def seed_stats(rows, **match) -> dict:
     """Mean, sample sd (NaN for one run), count and values of the final validation loss
     over the finished replicates (seeds) matching `match`."""
-    v = np.asarray([r["final_val_loss"] for r in finished(rows, **match)], np.float64)
-    v = v[np.isfinite(v)]
-    return dict(mean=float(v.mean()) if v.size else math.nan,
-                sd=float(v.std(ddof=1)) if v.size > 1 else math.nan, n=int(v.size),
-                values=v.tolist())
+    v = [x for x in (r["final_val_loss"] for r in finished(rows, **match)) if math.isfinite(x)]
+    mean, sd = mean_sd(v)
+    return dict(mean=mean, sd=sd, n=len(v), values=v)
 
 
 def mean_by_depth(rows, **match) -> tuple[list, list, tuple[list, list]]:
