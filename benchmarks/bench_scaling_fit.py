@@ -1,7 +1,7 @@
 """The Chinchilla approach-3 fit (4,500 starts, arXiv 2203.15556 / 2404.10102) by
 `jaxdepth.scaling.fit` against a plain serial scipy L-BFGS-B loop, same process.
 
-    python benchmarks/bench_scaling_fit.py [--subset 100] [--repeats 3] [--seed 0]
+    python benchmarks/bench_scaling_fit.py CSV [--subset 100] [--repeats 3] [--seed 0]
 
 Prints: the cold fit (includes compiling the vmapped solver), the warm fit (median of
 `--repeats`), the compile time on its own (AOT lower + compile of the same solver), and
@@ -10,7 +10,8 @@ starts, for two serial baselines: (a) as in the replication's code, numpy object
 finite-difference gradients; (b) analytic float64 gradients (this package's polish
 objective). Ratios are serial-extrapolated / warm fit. Wall and CPU seconds are both
 shown: on a shared machine wall time depends on the other load (printed).
-Needs ../shared/data/chinchilla_epoch_svg.csv (sibling of the repo).
+CSV: Hoffmann et al.'s runs as recovered by Besiroglu et al. (arXiv 2404.10102; columns
+"Model Size", "Training FLOP", "loss"; docs/literature.md §6).
 """
 
 from __future__ import annotations
@@ -26,12 +27,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data" / "chinchilla_epoch_svg.csv"
 
 
-def load():
+def load(path: Path):
     from jaxdepth.scaling.table import load_runs
-    runs = load_runs(DATA, ["loss", "params", "tokens"],
+    runs = load_runs(path, ["loss", "params", "tokens"],
                      {"loss": "loss", "params": "Model Size", "flops": "Training FLOP"},
                      tokens_from_flops=True, drop_highest_loss=5)
     return runs.columns
@@ -70,19 +70,19 @@ def serial_scipy(law, cols, starts, analytic: bool):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("csv", type=Path, help="the Chinchilla runs CSV (see the module docstring)")
     p.add_argument("--subset", type=int, default=100, help="serial starts actually run")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    if not DATA.is_file():
-        print(f"skipped: {DATA} absent (needs ../shared)")
-        return 0
+    if not args.csv.is_file():
+        p.error(f"{args.csv} is not a file")
     import jax
 
     from jaxdepth.scaling.fit import FitOptions, fit, padded_runs, screen_solver
     from jaxdepth.scaling.laws import CHINCHILLA
 
-    cols = load()
+    cols = load(args.csv)
     law, opts = CHINCHILLA, FitOptions()
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
           f"jax {jax.__version__} on {jax.devices()[0].platform}")

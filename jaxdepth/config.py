@@ -18,6 +18,16 @@ import yaml
 
 from jaxdepth.errors import UserError
 
+# The valid values of each categorical field, listed once: validation reads them here and the
+# model resolves them by name (jnp.dtype(name), jax.checkpoint_policies.<name>).
+NORMS = ("rmsnorm", "layernorm")
+FFNS = ("swiglu", "gelu")
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
+DTYPES = ("float32", "bfloat16", "float16")
+TOKENIZERS = ("byte", "bpe")
+CHOICES = {"model.norm": NORMS, "model.ffn": FFNS, "model.remat": REMAT_POLICIES,
+           "model.dtype": DTYPES, "data.tokenizer": TOKENIZERS}
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -26,17 +36,17 @@ class ModelConfig:
     heads: int = 4
     vocab_size: int = 0  # 0: taken from the tokenizer (rounded up to a multiple of 64)
     scheme: str = "pre"  # residual/normalisation scheme, see jaxdepth.model.schemes
-    norm: str = "rmsnorm"  # rmsnorm | layernorm
+    norm: str = "rmsnorm"  # one of NORMS
     norm_eps: float = 1e-6
-    ffn: str = "swiglu"  # swiglu | gelu
+    ffn: str = "swiglu"  # one of FFNS
     ffn_hidden: int = 0  # 0: 8/3 W rounded up to a multiple of 64 (swiglu) or 4 W (gelu)
     tied_embeddings: bool = True
     init_std: float = 0.02
     scaled_init: bool = False  # output projections get std / sqrt(2 * depth)
     rope_theta: float = 10000.0
-    remat: str = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
+    remat: str = "none"  # one of REMAT_POLICIES: none, full, or a jax.checkpoint_policies name
     scan_layers: bool = True
-    dtype: str = "float32"  # compute dtype; params stay float32
+    dtype: str = "float32"  # compute dtype, one of DTYPES; params stay float32
     mix_fraction: float = 0.25  # Mix-LN: fraction of early layers that are Post-LN
     layerscale_init: float = 1e-4  # LayerScale/SkipInit gate init
 
@@ -57,7 +67,7 @@ class ModelConfig:
 class DataConfig:
     source: str = "stdlib"  # stdlib | path to a text file, a directory of text files, a .jsonl
     text_field: str = "text"  # JSONL field holding the document text
-    tokenizer: str = "byte"  # byte | bpe
+    tokenizer: str = "byte"  # one of TOKENIZERS
     bpe_vocab_size: int = 2048
     seq_len: int = 128
     batch_size: int = 16  # global batch, in sequences
@@ -196,6 +206,15 @@ def from_dict(cls, data: dict | None, prefix: str = ""):
     return cls(**kwargs)
 
 
+def get_dotted(data: dict, key: str, default=None):
+    """`get_dotted(d, "model.depth")`: a value of a nested dict by its dotted key."""
+    for p in key.split("."):
+        if not isinstance(data, dict) or p not in data:
+            return default
+        data = data[p]
+    return data
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply `a.b=value` strings to a nested dict (values parsed as YAML scalars)."""
     data = json.loads(json.dumps(data))
@@ -237,17 +256,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         ),
         (m.scheme in SCHEMES,
          f"model.scheme '{m.scheme}' is unknown; valid schemes: {', '.join(sorted(SCHEMES))}"),
-        (m.norm in ("rmsnorm", "layernorm"),
-         f"model.norm '{m.norm}' is unknown; valid: rmsnorm, layernorm"),
-        (m.ffn in ("swiglu", "gelu"), f"model.ffn '{m.ffn}' is unknown; valid: swiglu, gelu"),
-        (m.remat in REMAT_POLICIES,
-         f"model.remat '{m.remat}' is unknown; valid: {', '.join(REMAT_POLICIES)}"),
-        (m.dtype in ("float32", "bfloat16", "float16"),
-         f"model.dtype '{m.dtype}' is unknown; valid: float32, bfloat16, float16"),
         (0.0 <= m.mix_fraction <= 1.0, f"model.mix_fraction must be in [0, 1], got {m.mix_fraction}"),
         (d.seq_len >= 2, f"data.seq_len must be >= 2, got {d.seq_len}"),
         (d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}"),
-        (d.tokenizer in ("byte", "bpe"), f"data.tokenizer '{d.tokenizer}' is unknown; valid: byte, bpe"),
         (0.0 < d.val_fraction < 1.0, f"data.val_fraction must be in (0, 1), got {d.val_fraction}"),
         (t.steps >= 1, f"train.steps must be >= 1, got {t.steps}"),
         (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
@@ -261,9 +272,20 @@ def validate(cfg: RunConfig) -> RunConfig:
         (0 <= t.train_last_layers <= m.depth,
          f"train.train_last_layers must be in [0, model.depth={m.depth}], got {t.train_last_layers}"),
     ]
+    values = to_dict(cfg)
+    checks += [(get_dotted(values, key) in valid,
+                f"{key} '{get_dotted(values, key)}' is unknown; valid: {', '.join(valid)}")
+               for key, valid in CHOICES.items()]
     for ok, msg in checks:
         if not ok:
             raise UserError(msg)
+    return cfg
+
+
+def check_paths(cfg: RunConfig) -> RunConfig:
+    """The checks that read the disk, made where a config is loaded (not in `validate`,
+    which every `replace` runs): the data source and `train.init_from` exist."""
+    t, d = cfg.train, cfg.data
     if t.init_from and not _has_checkpoint(Path(t.init_from).expanduser()):
         raise UserError(f"train.init_from '{t.init_from}' is not a run dir with a checkpoint "
                         f"(expected {t.init_from}/checkpoints/<step>)")
@@ -278,9 +300,6 @@ def validate(cfg: RunConfig) -> RunConfig:
 def _has_checkpoint(run_dir: Path) -> bool:
     ckpts = run_dir / "checkpoints"
     return ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
-
-
-REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
@@ -298,10 +317,20 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
-    """YAML file (optional) + overrides -> validated, frozen RunConfig."""
+    """YAML file (optional) + overrides -> validated, frozen RunConfig whose paths exist."""
     data = {} if path is None else read_yaml_mapping(path)
+    _not_a_sweep_spec(data, path)
     data = apply_overrides(data, list(overrides))
-    return validate(from_dict(RunConfig, data))
+    return check_paths(validate(from_dict(RunConfig, data)))
+
+
+def _not_a_sweep_spec(data: dict, path) -> None:
+    from jaxdepth.sweep.spec import SPEC_KEYS  # sweep/spec.py imports this module
+
+    foreign = set(data) - {f.name for f in dataclasses.fields(RunConfig)}
+    if foreign and foreign <= set(SPEC_KEYS):
+        raise UserError(f"'{path}' is a sweep spec (it has {', '.join(sorted(foreign))}), not a "
+                        f"run config; run it with `jaxdepth sweep {path}`")
 
 
 def replace(cfg: RunConfig, **sections) -> RunConfig:

@@ -51,15 +51,17 @@ def summary_row(cfg, status: dict, metrics: list[dict]) -> dict:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = (f"{'scheme':<8}{'depth':>6}{'status':>10}{'train':>9}{'val':>9}"
-            f"{'rms L1':>9}{'rms L':>9}{'time':>8}")
-    f = lambda x: "    n/a" if x is None else f"{x:9.4f}"  # noqa: E731
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(f"{r['scheme']:<8}{r['depth']:>6}{r['status']:>10}{f(r['train_loss'])}"
-                     f"{f(r['val_loss'])}{f(r['first_layer_rms'])}{f(r['last_layer_rms'])}"
-                     f"{r['wall_s']:7.1f}s")
-    return "\n".join(lines)
+    from jaxdepth.tables import fmt, table
+
+    def num(x):
+        return "n/a" if x is None else fmt(x)
+
+    heads = {"scheme": "scheme", "depth": "depth", "status": "status", "train_loss": "train",
+             "val_loss": "val", "first_layer_rms": "rms L1", "last_layer_rms": "rms L",
+             "wall_s": "time"}
+    specs = {"train_loss": num, "val_loss": num, "first_layer_rms": num,
+             "last_layer_rms": num, "wall_s": lambda x: f"{x:.1f}s"}
+    return table(rows, list(heads), specs, style="text", headers=heads)
 
 
 def run(args) -> int:
@@ -71,7 +73,8 @@ def run(args) -> int:
         raise UserError(f"--depths '{args.depths}' must be comma-separated integers") from None
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
     cfgs = list(quickstart_configs(schemes, depths, args.steps))  # validated before any jax
-    from jaxdepth.train.loop import read_metrics, train
+    from jaxdepth.rundir import read_metrics
+    from jaxdepth.train.loop import train
 
     out = Path(args.out)
     t0 = time.time()

@@ -10,7 +10,6 @@ compares those and the runs' metrics.jsonl.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -63,11 +62,10 @@ def save_params(steps: int, run_dir: Path) -> None:
 def analyze_on_all_devices(run_dirs) -> int:
     """`jaxdepth analyze` of each run (RUN/analysis/analysis.json), restored onto a
     data-parallel mesh of all the devices; returns how many devices that mesh had."""
-    from jaxdepth.diagnostics.cli import DEFAULT_PROMPT, analyze_run
+    from jaxdepth.diagnostics.run_analysis import analyze_run
 
-    args = argparse.Namespace(step=None, batches=None, prompt=DEFAULT_PROMPT, threshold=None)
     for run_dir in run_dirs:
-        analyze_run(run_dir, args)
+        analyze_run(run_dir)
     return jax.device_count()
 
 

@@ -1,15 +1,29 @@
-"""Shared fixtures: tiny configs so that every test compiles small programs."""
+"""Shared fixtures: tiny configs so that every test compiles small programs. Every test
+runs with implicit rank promotion forbidden (as nanodo's tests do): `x_BT + y_T` must be
+written `x_BT + y_T[None]`; the environment variable reaches the test subprocesses too."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
-import pytest
+os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"  # before jax is imported, for subprocesses too
 
-from jaxdepth.config import ModelConfig, RunConfig, replace
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
+from jaxdepth.config import ModelConfig, RunConfig, replace  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")  # in case jax was imported first
+
+# The read-only shared inputs beside the repository (reference data); tests that need them
+# skip when it is absent. Every test reads this path from here.
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+CHINCHILLA_CSV = SHARED / "data" / "chinchilla_epoch_svg.csv"  # Hoffmann et al. 2022's runs
+NEEDS_SHARED = pytest.mark.skipif(not CHINCHILLA_CSV.is_file(),
+                                  reason=f"{CHINCHILLA_CSV} absent (the shared inputs are not "
+                                         "beside the repository)")
 
 
 def tiny_model(**kw) -> ModelConfig:
@@ -30,10 +44,3 @@ def tiny_run(**sections) -> RunConfig:
     for k, v in sections.items():
         base.setdefault(k, {}).update(v) if isinstance(v, dict) else base.__setitem__(k, v)
     return replace(RunConfig(), **base)
-
-
-@pytest.fixture
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is absent (the read-only shared inputs are not beside the repo)")
-    return SHARED

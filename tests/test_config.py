@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jaxdepth.config import RunConfig, load_config, to_dict, from_dict
+from jaxdepth.config import RunConfig, from_dict, load_config, to_dict
 from jaxdepth.errors import UserError
 
 
@@ -27,7 +27,31 @@ def test_committed_configs_load():
         try:
             load_config(path)
         except UserError as e:  # sweep specs are not run configs
-            assert "unknown config key" in str(e) and "sweep" in path.stem, (path, e)
+            assert "is a sweep spec" in str(e) and "sweep" in path.stem, (path, e)
+
+
+def test_a_sweep_spec_given_to_train_names_jaxdepth_sweep(tmp_path, capsys):
+    from jaxdepth.cli import main
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nbase:\n  model:\n    depth: 2\ngrid:\n  model.width: [32, 64]\n")
+    assert main(["train", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "is a sweep spec" in err and f"jaxdepth sweep {spec}" in err
+    assert "unknown config key" not in err
+
+
+def test_replace_reads_no_disk_and_loading_checks_paths(tmp_path):
+    """`replace` (run by every sweep expansion and experiment) validates values only; the
+    path checks run where a config is loaded."""
+    from jaxdepth.config import replace
+
+    cfg = replace(RunConfig(), data=dict(source=str(tmp_path / "later.txt")))
+    assert cfg.data.source.endswith("later.txt")
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(None, [f"data.source={tmp_path / 'later.txt'}"])
+    with pytest.raises(UserError, match="train.init_from"):
+        load_config(None, [f"train.init_from={tmp_path}"])
 
 
 @pytest.mark.parametrize("overrides, words", [

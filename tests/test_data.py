@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -76,6 +77,26 @@ def test_val_batches_fixed_and_held_out(stdlib_corpus):
     v = val_batches(stdlib_corpus, c, 2)
     assert v.shape == (2, 4, 17)
     np.testing.assert_array_equal(v, val_batches(stdlib_corpus, c, 2))
+
+
+def test_short_validation_split_never_counts_a_window_twice(tmp_path):
+    """A validation split of n windows gives n // B batches (with a warning) when fewer than
+    eval_batches x B exist, every window once; under one batch it is a UserError."""
+    (tmp_path / "docs").mkdir()
+    for i in range(40):  # every window's text is unique, so a repeat would show
+        (tmp_path / "docs" / f"{i}.txt").write_text("".join(f"d{i}w{j} " for j in range(40)))
+    c = dcfg(tmp_path, source=str(tmp_path / "docs"), val_fraction=0.2)
+    corpus = load_corpus(c)
+    n = (len(corpus.val) - 1) // c.seq_len
+    assert 2 * c.batch_size <= n < 50 * c.batch_size, n
+    with pytest.warns(UserWarning, match=f"enough for {n // c.batch_size} batches"):
+        v = val_batches(corpus, c, 50)
+    assert v.shape == (n // c.batch_size, c.batch_size, c.seq_len + 1)
+    flat = v.reshape(-1, c.seq_len + 1)
+    assert len({w.tobytes() for w in flat}) == len(flat)
+    big = dataclasses.replace(c, batch_size=n + 1)
+    with pytest.raises(UserError, match="fewer than one batch"):
+        val_batches(corpus, big, 1)
 
 
 def test_user_sources(tmp_path):

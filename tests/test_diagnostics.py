@@ -20,11 +20,11 @@ from jaxdepth.cli import main
 from jaxdepth.config import RunConfig, replace
 from jaxdepth.data.pipeline import val_batches
 from jaxdepth.diagnostics.angular import angular_distance, angular_distances
-from jaxdepth.diagnostics.cli import load_run
 from jaxdepth.diagnostics.forward import forward_hidden
 from jaxdepth.diagnostics.grad_persistence import fit_grad_persistence, late_layer_grad_norms
 from jaxdepth.diagnostics.lens import lens_logits, logit_lens
 from jaxdepth.diagnostics.removal import layer_removal
+from jaxdepth.diagnostics.run_analysis import load_run
 from jaxdepth.errors import UserError
 from jaxdepth.model import Transformer
 from jaxdepth.train.loop import train
@@ -237,7 +237,7 @@ def test_cli_analyze_end_to_end(trained, tmp_path, capsys):
     run_dir = trained["run_dir"]
     assert main(["analyze", str(run_dir), "--batches", "1", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "near-identity layers" in out and "gradient persistence" in out
+    assert "removable layers" in out and "gradient persistence" in out
     a = json.loads((run_dir / "analysis" / "analysis.json").read_text())
     assert a["step"] == 20 and a["depth"] == DEPTH
     assert np.asarray(a["angular_distance"]["last_token"]).shape == (DEPTH + 1, DEPTH + 1)
@@ -258,7 +258,7 @@ def test_cli_analyze_end_to_end(trained, tmp_path, capsys):
                  "--out", str(tmp_path / "cmp"), "--no-progress"]) == 0
     assert "d_consec_last3rd" in capsys.readouterr().out
     rows = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
-    assert len(rows) == 2 and rows[0]["n_near_identity"] == rows[1]["n_near_identity"]
+    assert len(rows) == 2 and rows[0]["n_removable"] == rows[1]["n_removable"]
     assert (tmp_path / "cmp" / "compare.png").exists()
 
 
@@ -285,3 +285,57 @@ def test_cli_bad_inputs(trained, tmp_path, capsys):
     (changed / "config.json").write_text(json.dumps(cfg))
     assert "model.width" in _error(capsys, ["analyze", str(changed)])
     assert "--compare" in _error(capsys, ["analyze", str(run_dir), str(run_dir)])
+
+
+def test_analyze_a_killed_run_whose_last_metrics_line_is_torn(trained, tmp_path, capsys):
+    """A kill mid-write leaves half a line in metrics.jsonl: `jaxdepth analyze` reads the
+    complete records (one tolerant reader, jaxdepth.rundir) instead of crashing."""
+    killed = tmp_path / "killed"
+    shutil.copytree(trained["run_dir"], killed)
+    with (killed / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 25, "loss": 2.')
+    assert main(["analyze", str(killed), "--batches", "1", "--no-progress"]) == 0
+    a = json.loads((killed / "analysis" / "analysis.json").read_text())
+    assert a["grad_persistence"]["step"] == 20
+
+
+def test_cached_analysis_answers_only_the_newest_checkpoint_on_the_runs_batches(
+        trained, tmp_path, monkeypatch):
+    """The reports' cached analysis is reused only when it measured the newest checkpoint on
+    the run's own eval batches at the default threshold, never a `--step N` one."""
+    from jaxdepth.diagnostics import run_analysis
+
+    run_dir = tmp_path / "cached"
+    shutil.copytree(trained["run_dir"], run_dir)
+    shutil.rmtree(run_dir / "analysis", ignore_errors=True)
+    assert main(["analyze", str(run_dir), "--step", "10", "--no-progress"]) == 0
+    a = run_analysis.cached_analysis(run_dir)
+    assert a["step"] == 20 and a["requested_batches"] == 1
+    assert json.loads((run_dir / "analysis" / "analysis.json").read_text())["step"] == 20
+
+    def fail(*args, **kw):
+        raise AssertionError("measured again although the cache answers the question")
+
+    monkeypatch.setattr(run_analysis, "analyze_run", fail)
+    assert run_analysis.cached_analysis(run_dir)["step"] == 20
+    monkeypatch.undo()
+    assert main(["analyze", str(run_dir), "--threshold", "0.5", "--no-progress"]) == 0
+    monkeypatch.setattr(run_analysis, "analyze_run", fail)
+    with pytest.raises(AssertionError, match="measured again"):
+        run_analysis.cached_analysis(run_dir)
+
+
+def test_pairwise_angular_sums_never_hold_every_pair_and_token():
+    """The docstring's promise, checked on the compiled program: temporary memory stays far
+    below the (X, X, Q) distances of every pair of states and every token."""
+    from jaxdepth.diagnostics.angular import pairwise_sums
+
+    X, Q, W = 33, 512, 4
+    h_XQW = jax.random.normal(jax.random.key(0), (X, Q, W))
+    weight_Q = jnp.ones(Q)
+    compiled = jax.jit(pairwise_sums).lower(h_XQW, weight_Q).compile()
+    temp = compiled.memory_analysis().temp_size_in_bytes
+    assert temp < 0.5 * X * X * Q * 4, temp
+    np.testing.assert_allclose(
+        compiled(h_XQW, weight_Q),
+        np.sum(angular_distance(h_XQW[:, None], h_XQW[None]), axis=-1), rtol=1e-5, atol=1e-5)

@@ -138,7 +138,7 @@ def test_pivot_pools_seed_replicates_and_names_unfinished_runs():
 
 
 def test_curse_verdict_tests_gaps_across_seeds():
-    from jaxdepth.report.sweeps import curse_verdict
+    from jaxdepth.report.curse_of_depth import verdict as curse_verdict
 
     def rows(lns_losses):
         pre = [dict(scheme="pre", depth=12, seed=s, status="done", final_val_loss=v)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from _procs import run_driver
 
-from jaxdepth.train.loop import read_json, read_metrics
+from jaxdepth.rundir import read_json, read_metrics
 
 MESHES = ["mesh_8x1x1", "mesh_2x4x1", "mesh_2x2x2"]
 LOSS_RTOL, STATS_RTOL, PARAM_ATOL = 1e-5, 1e-4, 1e-4

@@ -14,7 +14,7 @@ import pytest
 from _mesh_driver import OVERRIDES
 from _procs import ROOT, cpu_env, free_port, kill, run_driver, start, wait_all
 
-from jaxdepth.train.loop import read_json, read_metrics
+from jaxdepth.rundir import read_json, read_metrics
 
 LOSS_RTOL, STATS_RTOL, PARAM_ATOL = 1e-5, 1e-4, 1e-4
 PAIR_ARGS = ["-m", "jaxdepth.cli", "train", ROOT / "configs" / "tiny.yaml", *OVERRIDES,

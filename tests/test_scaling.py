@@ -2,10 +2,10 @@
 replication fit (arXiv 2404.10102), U-curve minima, and the extrapolation check."""
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CHINCHILLA_CSV, NEEDS_SHARED
 
 from jaxdepth.scaling import derived
 from jaxdepth.scaling.bootstrap import bootstrap_intervals
@@ -15,10 +15,6 @@ from jaxdepth.scaling.synthetic import chinchilla_runs, depth_width_runs
 from jaxdepth.scaling.table import load_runs
 from jaxdepth.scaling.ucurve import ucurve_minimum
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"  # sibling of the repo, not in it
-CHINCHILLA_CSV = SHARED / "data" / "chinchilla_epoch_svg.csv"
-NEEDS_SHARED = pytest.mark.skipif(not CHINCHILLA_CSV.is_file(),
-                                  reason=f"{CHINCHILLA_CSV} absent (needs ../shared)")
 # best objective of a plain serial scipy L-BFGS-B loop (finite-difference gradients, as in
 # arXiv 2404.10102's code) over all 4500 starts on that file, computed once (28 min)
 SERIAL_SCIPY_OBJECTIVE = 0.001018274039228776

@@ -3,20 +3,16 @@ mapping, and the errors bad input gets (one line, naming the column and the rows
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CHINCHILLA_CSV, NEEDS_SHARED
 
 from jaxdepth.cli import main
 from jaxdepth.errors import UserError
 from jaxdepth.scaling.synthetic import depth_width_runs
 from jaxdepth.scaling.table import load_runs
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"  # sibling of the repo, not in it
-CHINCHILLA_CSV = SHARED / "data" / "chinchilla_epoch_svg.csv"
-NEEDS_SHARED = pytest.mark.skipif(not CHINCHILLA_CSV.is_file(),
-                                  reason=f"{CHINCHILLA_CSV} absent (needs ../shared)")
 FIELDS = ["run_id", "depth", "width", "heads", "scheme", "params", "flops", "tokens",
           "final_loss", "final_val_loss", "status"]
 

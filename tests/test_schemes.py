@@ -17,7 +17,7 @@ from conftest import tiny_model
 from jaxdepth.config import RunConfig, replace
 from jaxdepth.errors import UserError
 from jaxdepth.model import Transformer
-from jaxdepth.model.schemes import LNS_BASES, SCHEMES, mix_pre_weight
+from jaxdepth.model.schemes import LNS_BASES, SCHEMES, mix_is_pre
 from jaxdepth.train.build import resolve_model
 from jaxdepth.train.optim import lr_schedule, make_optimizer
 from jaxdepth.train.step import TrainState, make_train_step
@@ -150,7 +150,7 @@ def test_deepnorm_alpha_and_beta(L):
     c = coeffs_over_layers("deepnorm", L)[0]
     assert c.residual == pytest.approx((2 * L) ** 0.25)
     assert c.init_gain == pytest.approx((8 * L) ** -0.25)
-    assert (c.pre, c.post) == (0.0, 1.0)  # Post-LN placement
+    assert (c.pre, c.post) == (False, True)  # Post-LN placement
     assert not SCHEMES["deepnorm"].final_norm
 
 
@@ -173,7 +173,7 @@ def test_mix_switches_from_post_to_pre_at_floor_fraction_L(L, fraction, n_post):
     n_pre = L - n_post
     np.testing.assert_array_equal([float(c.pre) for c in cs], [0.0] * n_post + [1.0] * n_pre)
     np.testing.assert_array_equal([float(c.post) for c in cs], [1.0] * n_post + [0.0] * n_pre)
-    assert float(mix_pre_weight(L - 1, L, tiny_model(mix_fraction=fraction))) == 1.0
+    assert bool(mix_is_pre(L - 1, L, tiny_model(mix_fraction=fraction)))
 
 
 def test_mix_first_layers_compute_exactly_post_ln():
@@ -246,18 +246,17 @@ def test_sandwich_and_peri_normalise_sublayer_outputs_peri_also_the_embeddings()
         names = param_names(scheme)
         for n in ("attn_norm_in", "attn_norm_out", "ffn_norm_in", "ffn_norm_out"):
             assert any(f"/{n}/" in x for x in names), (scheme, n)
-    assert any("attn_norm_stream" in x for x in param_names("peri"))
-    assert not any("attn_norm_stream" in x for x in param_names("sandwich"))
+    assert "embed_norm/scale" in param_names("peri")
+    assert not any("embed_norm" in x for x in param_names("sandwich"))
     # layer 0: the update N(F(.)) has RMS ~1 (a little under: the norm's eps is not small
     # against F's tiny init outputs); peri's stream is normalised first (RMS 1), so the
     # update ratio is ~1, sandwich's stream is the raw embedding (RMS ~0.02)
     s_peri, s_sand = results()["peri"]["stats"], results()["sandwich"]["stats"]
     assert 0.9 < s_peri["attn_update_ratio"][0] < 1.01
     assert s_sand["attn_update_ratio"][0] > 20.0
-    # the embedding norm is peri's only difference, and only at layer 0
-    np.testing.assert_array_equal([c.stream_norm for c in coeffs_over_layers("peri", 4)],
-                                  [1.0, 0.0, 0.0, 0.0])
-    assert all(c.stream_norm == 0.0 for c in coeffs_over_layers("sandwich", 4))
+    # the embedding norm is peri's only difference: one norm, outside the scanned layers
+    assert set(param_names("peri")) - set(param_names("sandwich")) == {"embed_norm/scale"}
+    assert SCHEMES["peri"].embed_norm and not SCHEMES["sandwich"].embed_norm
 
 
 # ------------------------------------------------------------------ every scheme trains
@@ -275,3 +274,27 @@ def test_every_scheme_trains_three_steps_at_depth_8(scheme):
         assert losses[-1] == pytest.approx(losses[0], abs=1e-3)
     else:
         assert losses[-1] < losses[0] - 1e-3, losses
+
+
+# ------------------------------------------------------------------ no unused parameters
+
+
+@pytest.mark.parametrize("scheme", sorted(set(SCHEMES) - {"none"}))
+def test_three_steps_move_every_parameter_of_every_layer(scheme):
+    """A scanned layer holds only parameters its scheme uses: three AdamW steps (norm
+    scales are not decayed) move every one in every layer. Before, Peri-LN's embedding norm
+    sat unused in layers 1..L-1 and Mix-LN held a pre and a post norm per sublayer, one of
+    them idle. (`none` is excluded: its stream underflows, no gradient reaches a layer.)"""
+    r = results()[scheme]
+    after = dict(jax.tree_util.tree_leaves_with_path(r["params"]["layers"]))
+    for path, before in jax.tree_util.tree_leaves_with_path(r["params0"]["layers"]):
+        moved_L = np.any(after[path] != before, axis=tuple(range(1, before.ndim)))
+        assert moved_L.all(), (scheme, jax.tree_util.keystr(path), np.nonzero(~moved_L)[0])
+
+
+def test_mix_holds_pre_ln_parameter_count_and_peri_one_norm_more_than_sandwich():
+    counts = {s: len(param_names(s)) for s in ("pre", "mix", "lns+mix", "sandwich", "peri")}
+    assert counts["mix"] == counts["lns+mix"] == counts["pre"]
+    assert counts["peri"] == counts["sandwich"] + 1
+    assert {n for n in param_names("mix") if "norm" in n} == {
+        "layers/attn_norm/scale", "layers/ffn_norm/scale", "final_norm/scale"}

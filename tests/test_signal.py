@@ -143,7 +143,7 @@ def trained_run(tmp_path_factory):
 
 
 def test_profile_after_training_from_metrics(trained_run):
-    from jaxdepth.train.loop import read_metrics
+    from jaxdepth.rundir import read_metrics
 
     recs = read_metrics(trained_run)
     p = S.profile_from_record(recs[-1], "pre", 32)

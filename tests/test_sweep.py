@@ -24,10 +24,11 @@ from jaxdepth.cli import main
 from jaxdepth.config import replace
 from jaxdepth.diagnostics.grad_persistence import fit_grad_persistence, layer_grad_norms
 from jaxdepth.errors import UserError
+from jaxdepth.rundir import read_metrics
 from jaxdepth.sweep import expand, load_spec, run_id, run_sweep, shapes
 from jaxdepth.sweep.claim import claim_is_stale, try_claim
 from jaxdepth.train import build as build_mod
-from jaxdepth.train.loop import params_from_run, read_metrics, train
+from jaxdepth.train.loop import params_from_run, train
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = dict(model=dict(depth=2, width=32, heads=2),
@@ -187,14 +188,14 @@ def test_sweep_runs_records_divergence_and_shares_one_compile(swept):
     fit = fit_grad_persistence(layer_grad_norms(last)["layer"])
     assert done["tau"] == fit.tau or (math.isinf(done["tau"]) and math.isinf(fit.tau))
     ratios = zip(last["layers"]["attn_update_ratio"], last["layers"]["ffn_update_ratio"])
-    assert done["near_identity_layers"] == sum(a < 0.05 and f < 0.05 for a, f in ratios)
+    assert done["low_update_layers"] == sum(a < 0.05 and f < 0.05 for a, f in ratios)
     # the table on disk: the columns `jaxdepth fit` reads, CSV and Parquet alike
     table = pq.read_table(d / "out" / "results.parquet").to_pylist()
     assert [r["run_id"] for r in table] == [r["run_id"] for r in rows]
     assert table[0]["final_loss"] == rows[0]["final_loss"]
     header = (d / "out" / "results.csv").read_text().splitlines()[0].split(",")
     for col in ("params", "tokens", "final_loss", "final_val_loss", "depth", "width", "flops",
-                "status", "total_params", "tau", "near_identity_layers", "wall_time_s"):
+                "status", "total_params", "tau", "low_update_layers", "wall_time_s"):
         assert col in header
 
 
@@ -259,7 +260,9 @@ def test_init_from_starts_from_the_source_params_and_freezes(swept, tmp_path):
     with pytest.raises(UserError, match="another shape"):
         train(replace(ft, model=dict(depth=3)), tmp_path / "bad", progress=False)
     with pytest.raises(UserError, match="train.init_from '/no/such/run'"):
-        replace(cfg, train=dict(init_from="/no/such/run"))
+        train(replace(cfg, train=dict(init_from="/no/such/run")), tmp_path / "none",
+              progress=False)
+    assert not (tmp_path / "none").exists()  # refused before anything was written
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "partial"])

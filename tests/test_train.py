@@ -15,7 +15,8 @@ from conftest import tiny_run
 
 from jaxdepth import checkpoint
 from jaxdepth.cli import main
-from jaxdepth.train.loop import read_metrics, train
+from jaxdepth.rundir import read_metrics
+from jaxdepth.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -127,9 +128,9 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
 
 
 def test_truncate_metrics_drops_later_and_cut_lines(tmp_path):
-    from jaxdepth.train.loop import truncate_metrics
+    from jaxdepth.rundir import truncate_metrics
 
     p = tmp_path / "metrics.jsonl"
     p.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "lo')
-    truncate_metrics(p, 2)
+    truncate_metrics(tmp_path, 2)
     assert p.read_text() == '{"step": 1}\n{"step": 2}\n'

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,14 +113,14 @@ def per_process_batch(batch_size: int, process_count: int) -> int:
 
 
 def train_dataset(corpus: Corpus, dcfg, process_index: int = 0, process_count: int = 1):
-    """grain MapDataset of this process's batches `{"tokens": int32 (B/P, S+1)}`, endless:
+    """grain MapDataset of this process's batches `{"tokens": int32 (B/P, S)}`, endless:
     windows reshuffled every epoch from `dcfg.seed`, then dealt round-robin to processes."""
-    S = dcfg.seq_len
+    T = dcfg.seq_len
     stream = corpus.train
-    ds = (grain.MapDataset.range(num_windows(stream, S))
+    ds = (grain.MapDataset.range(num_windows(stream, T))
           .shuffle(seed=dcfg.seed)
           .repeat(None)
-          .map(lambda i: {"tokens": _window(stream, S, i)}))
+          .map(lambda i: {"tokens": _window(stream, T, i)}))
     ds = ds[process_index::process_count]
     return ds.batch(per_process_batch(dcfg.batch_size, process_count), drop_remainder=True)
 
@@ -133,11 +134,24 @@ def train_iterator(corpus: Corpus, dcfg, process_index: int = 0, process_count: 
 
 def val_batches(corpus: Corpus, dcfg, n_batches: int, process_index: int = 0,
                 process_count: int = 1) -> np.ndarray:
-    """A fixed held-out set, int32 (n_batches, B/P, S+1): windows spread evenly over the
-    validation stream (so it samples many documents), the same at every evaluation."""
-    S, B = dcfg.seq_len, dcfg.batch_size
-    n = num_windows(corpus.val, S)
-    idx = np.linspace(0, n - 1, n_batches * B).round().astype(int)
-    windows = np.stack([_window(corpus.val, S, i) for i in idx]).reshape(n_batches, B, S + 1)
+    """A fixed held-out set, int32 (C, B/P, S): C = n_batches batches of windows spread
+    evenly over the validation stream (so it samples many documents), the same at every
+    evaluation. No window is counted twice: a split too short for n_batches batches gives
+    fewer (with a warning), one too short for a single batch is a UserError."""
+    T, B = dcfg.seq_len, dcfg.batch_size
+    n = num_windows(corpus.val, T)
+    if n < B:
+        raise UserError(
+            f"the validation split of '{dcfg.source}' holds {n} windows of data.seq_len + 1 = "
+            f"{T + 1} tokens, fewer than one batch (data.batch_size = {B}); use more text, a "
+            "larger data.val_fraction, or a smaller data.batch_size or data.seq_len")
+    if n < n_batches * B:
+        warnings.warn(
+            f"the validation split holds {n} windows, enough for {n // B} batches of {B}, not "
+            f"the {n_batches} asked (train.eval_batches or --batches); evaluating on "
+            f"{n // B} so that no window counts twice", stacklevel=2)
+        n_batches = n // B
+    idx = np.linspace(0, n - 1, n_batches * B).round().astype(int)  # step >= 1: distinct
+    windows = np.stack([_window(corpus.val, T, i) for i in idx]).reshape(n_batches, B, T + 1)
     b = per_process_batch(B, process_count)
     return windows[:, process_index * b:(process_index + 1) * b]

@@ -8,8 +8,12 @@ import math
 import numpy as np
 
 from jaxdepth.diagnostics.angular import angular_distances, by_block_size, consecutive
-from jaxdepth.diagnostics.grad_persistence import (fit_grad_persistence, layer_grad_norms,
-                                                   record_at, tau_over_training)
+from jaxdepth.diagnostics.grad_persistence import (
+    fit_grad_persistence,
+    layer_grad_norms,
+    record_at,
+    tau_over_training,
+)
 from jaxdepth.diagnostics.lens import lens_top_tokens, logit_lens
 from jaxdepth.diagnostics.removal import layer_removal
 
@@ -19,26 +23,27 @@ ANALYSIS_STAGES = 3
 
 
 def last_third(depth: int) -> slice:
-    """Layers l >= floor(2 D / 3) (0-based): the deep end where identity collapse shows."""
+    """Layers l >= floor(2 L / 3) (0-based): the deep end where identity collapse shows."""
     return slice((2 * depth) // 3, depth)
 
 
-def effective_depth(delta_D, lens_loss_L, threshold: float = REMOVAL_THRESHOLD,
+def effective_depth(delta_L, lens_loss_X, threshold: float = REMOVAL_THRESHOLD,
                     tolerance: float = LENS_TOLERANCE) -> dict:
     """Two readings of how many layers do work (the question of arXiv 2502.05795 and
-    arXiv 2403.17887): layers whose removal costs less than `threshold` nats are
-    near-identity; and the first hidden state whose logit-lens loss is within `tolerance`
+    arXiv 2403.17887): `removable` layers, whose removal costs less than `threshold` nats
+    (a removal-cost notion, not the update-ratio `low_update_layers` of the results table);
+    and the first hidden state whose logit-lens loss is within `tolerance`
     (relative) of the final loss (index 0 = embeddings, l + 1 = after layer l)."""
-    delta_D = np.asarray(delta_D, np.float64)
-    lens_loss_L = np.asarray(lens_loss_L, np.float64)
-    near = delta_D < threshold
-    final = lens_loss_L[-1]
-    within = np.nonzero(lens_loss_L <= final * (1.0 + tolerance))[0]
+    delta_L = np.asarray(delta_L, np.float64)
+    lens_loss_X = np.asarray(lens_loss_X, np.float64)
+    removable = delta_L < threshold
+    final = lens_loss_X[-1]
+    within = np.nonzero(lens_loss_X <= final * (1.0 + tolerance))[0]
     return {
         "removal_threshold": threshold,
-        "near_identity_layers": [int(i) for i in np.nonzero(near)[0]],
-        "n_near_identity": int(near.sum()),
-        "fraction_near_identity": float(near.mean()),
+        "removable_layers": [int(i) for i in np.nonzero(removable)[0]],
+        "n_removable": int(removable.sum()),
+        "fraction_removable": float(removable.mean()),
         "lens_tolerance": tolerance,
         "first_lens_within_tolerance": int(within[0]),  # the final state always qualifies
     }
@@ -47,12 +52,12 @@ def effective_depth(delta_D, lens_loss_L, threshold: float = REMOVAL_THRESHOLD,
 def analyze(params, mcfg, tokens, pad_id: int, *, records=(), step: int | None = None,
             prompt_ids=None, decode=None, top_k: int = 5,
             threshold: float = REMOVAL_THRESHOLD, progress=None) -> dict:
-    """All diagnostics of `params` on held-out `tokens` (n, B, S+1); `records` are the run's
+    """All diagnostics of `params` on held-out `tokens` (C, B, S); `records` are the run's
     metrics.jsonl lines (gradient norms), `step` the checkpoint step; `prompt_ids` and
     `decode` give the per-layer top tokens of a prompt; `progress(stage)` is called after
     each measurement (ANALYSIS_STAGES of them)."""
     tick = progress or (lambda stage: None)
-    D = mcfg.depth
+    L = mcfg.depth
     ang = angular_distances(params, mcfg, tokens, pad_id)
     tick("angular distance")
     rem = layer_removal(params, mcfg, tokens, pad_id)
@@ -60,7 +65,7 @@ def analyze(params, mcfg, tokens, pad_id: int, *, records=(), step: int | None =
     lens = logit_lens(params, mcfg, tokens, pad_id)
     tick("logit lens")
     out = {
-        "depth": D, "scheme": mcfg.scheme, "width": mcfg.width, "step": step,
+        "depth": L, "scheme": mcfg.scheme, "width": mcfg.width, "step": step,
         "n_sequences": ang.n_sequences, "n_tokens": ang.n_tokens,
         "angular_distance": {
             "last_token": ang.last_token.tolist(), "all_tokens": ang.all_tokens.tolist(),
@@ -93,14 +98,14 @@ def analyze(params, mcfg, tokens, pad_id: int, *, records=(), step: int | None =
 
 def comparison_row(a: dict) -> dict:
     """The numbers that tell Pre-LN from LNS (arXiv 2502.05795): mean consecutive last-token
-    angular distance over the last third of layers, near-identity layer count, tau."""
+    angular distance over the last third of layers, removable layer count, tau."""
     cons = np.asarray(a["angular_distance"]["consecutive_last_token"])
     fit = a.get("grad_persistence", {}).get("fit", {}).get("layer", {})
     return {
         "scheme": a["scheme"], "depth": a["depth"], "step": a["step"],
         "val_loss": a["layer_removal"]["base_loss"],
         "mean_consecutive_angular_last_third": float(cons[last_third(a["depth"])].mean()),
-        "n_near_identity": a["effective_depth"]["n_near_identity"],
+        "n_removable": a["effective_depth"]["n_removable"],
         "tau": fit.get("tau", math.nan), "tau_stderr": fit.get("tau_stderr", math.nan),
         "tau_r2": fit.get("r2", math.nan), "tau_slope": fit.get("slope", math.nan),
         "tau_status": fit.get("status", "n/a"),

@@ -17,8 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdepth.diagnostics.forward import (as_batches, forward_hidden, inputs_targets_mask,
-                                          sum_over_batches)
+from jaxdepth.diagnostics.forward import (
+    as_batches,
+    forward_hidden,
+    inputs_targets_mask,
+    sum_over_batches,
+)
 
 
 def angular_distance(x, y, axis: int = -1):
@@ -43,7 +47,7 @@ def last_token_index(mask_BT):
 @dataclass(frozen=True)
 class AngularDistances:
     """`[i, j]` = mean angular distance between hidden states i and j; index 0 is the stream
-    entering layer 0 (embeddings), index l + 1 the stream leaving layer l. Shape (D+1, D+1)."""
+    entering layer 0 (embeddings), index l + 1 the stream leaving layer l. Shape (X, X)."""
 
     last_token: np.ndarray
     all_tokens: np.ndarray
@@ -51,34 +55,34 @@ class AngularDistances:
     n_tokens: int  # counted (non-pad) tokens
 
 
-def _pairwise(h_LNW):
-    """(D+1, N, W) -> (D+1, D+1, N): angular distance of every pair of layers, one row at a
-    time so memory stays at one copy of the stream."""
-    return jax.lax.map(lambda h_NW: angular_distance(h_NW[None], h_LNW), h_LNW)
+def pairwise_sums(h_XQW, weight_Q):
+    """(X, Q, W) states of Q tokens -> (X, X): `[i, j] = sum_q weight_q d(h_iq, h_jq)`. One
+    row i at a time (lax.map), each reduced over tokens before the next, so beyond the input
+    the memory is one row's (X, Q) distances, never the (X, X, Q) of every pair and token."""
+    return jax.lax.map(
+        lambda h_QW: jnp.sum(angular_distance(h_QW[None], h_XQW) * weight_Q[None], axis=-1), h_XQW)
 
 
 @functools.partial(jax.jit, static_argnames=("mcfg", "pad_id"))
-def _angular_sums(params, mcfg, batches_NBS1, pad_id: int):
-    def per_batch(tokens_BS1):
-        inputs_BT, _, mask_BT = inputs_targets_mask(tokens_BS1, pad_id)
-        _, h_LBTW = forward_hidden(params, mcfg, inputs_BT)
-        L, B, T, W = h_LBTW.shape
+def _angular_sums(params, mcfg, batches_CBS, pad_id: int):
+    def per_batch(tokens_BS):
+        inputs_BT, _, mask_BT = inputs_targets_mask(tokens_BS, pad_id)
+        _, h_XBTW = forward_hidden(params, mcfg, inputs_BT)
+        X, B, T, W = h_XBTW.shape
         last_B, has_B = last_token_index(mask_BT)
-        h_last_LBW = h_LBTW[:, jnp.arange(B), last_B]
-        d_last_LLB = _pairwise(h_last_LBW)
-        d_all_LLN = _pairwise(h_LBTW.reshape(L, B * T, W))
+        h_last_XBW = h_XBTW[:, jnp.arange(B), last_B]
         return dict(
-            last=jnp.sum(d_last_LLB * has_B, axis=-1),
-            all=jnp.sum(d_all_LLN * mask_BT.reshape(-1), axis=-1),
+            last=pairwise_sums(h_last_XBW, has_B.astype(jnp.float32)),
+            all=pairwise_sums(h_XBTW.reshape(X, B * T, W), mask_BT.reshape(B * T)),
             n_seq=jnp.sum(has_B).astype(jnp.float32),
             n_tok=jnp.sum(mask_BT))
 
-    return sum_over_batches(per_batch, batches_NBS1)
+    return sum_over_batches(per_batch, batches_CBS)
 
 
 def angular_distances(params, mcfg, tokens, pad_id: int) -> AngularDistances:
-    """Angular distance between every pair of hidden states, over one batch (B, S+1) or a
-    stack (n, B, S+1) of token windows; positions whose target is `pad_id` never count, and
+    """Angular distance between every pair of hidden states, over one batch (B, S) or a
+    stack (C, B, S) of token windows; positions whose target is `pad_id` never count, and
     "last token" is the last counted position of each row."""
     s = jax.device_get(_angular_sums(params, mcfg, as_batches(tokens), pad_id))
     n_seq, n_tok = int(s["n_seq"]), int(s["n_tok"])
@@ -87,18 +91,17 @@ def angular_distances(params, mcfg, tokens, pad_id: int) -> AngularDistances:
                             n_sequences=n_seq, n_tokens=n_tok)
 
 
-def consecutive(d_LL: np.ndarray) -> np.ndarray:
-    """(D,) distance between the stream entering and leaving each layer: d(h_l, h_{l+1})."""
-    return np.diagonal(np.asarray(d_LL), offset=1).copy()
+def consecutive(d_XX: np.ndarray) -> np.ndarray:
+    """(L,) distance between the stream entering and leaving each layer: d(h_l, h_{l+1})."""
+    return np.diagonal(np.asarray(d_XX), offset=1).copy()
 
 
-def by_block_size(d_LL: np.ndarray) -> np.ndarray:
-    """(D, D) grid `[n - 1, l] = d(h_l, h_{l+n})` for block size n = 1..D and first layer l,
-    NaN where l + n > D: the layout of Gromov et al.
-    (arXiv 2403.17887) heatmaps."""
-    d_LL = np.asarray(d_LL)
-    D = d_LL.shape[0] - 1
-    out = np.full((D, D), np.nan)
-    for n in range(1, D + 1):
-        out[n - 1, :D + 1 - n] = np.diagonal(d_LL, offset=n)
+def by_block_size(d_XX: np.ndarray) -> np.ndarray:
+    """(L, L) grid `[n - 1, l] = d(h_l, h_{l+n})` for block size n = 1..L and first layer l,
+    NaN where l + n > L: the layout of Gromov et al. (arXiv 2403.17887) heatmaps."""
+    d_XX = np.asarray(d_XX)
+    L = d_XX.shape[0] - 1
+    out = np.full((L, L), np.nan)
+    for n in range(1, L + 1):
+        out[n - 1, :L + 1 - n] = np.diagonal(d_XX, offset=n)
     return out

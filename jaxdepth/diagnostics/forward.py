@@ -11,27 +11,27 @@ from jaxdepth.train.step import split_batch
 
 
 def as_batches(tokens) -> jnp.ndarray:
-    """(B, S+1) one batch or (n, B, S+1) a stack of batches -> int32 (n, B, S+1)."""
+    """(B, S) one batch or (C, B, S) a stack of batches -> int32 (C, B, S)."""
     tokens = jnp.asarray(tokens, jnp.int32)
     if tokens.ndim == 2:
         tokens = tokens[None]
     if tokens.ndim != 3 or tokens.shape[-1] < 2:
-        raise ValueError(f"expected token windows (B, S+1) or (n, B, S+1), got {tokens.shape}")
+        raise ValueError(f"expected token windows (B, S) or (C, B, S), got {tokens.shape}")
     return tokens
 
 
-def inputs_targets_mask(tokens_BS1, pad_id: int):
+def inputs_targets_mask(tokens_BS, pad_id: int):
     """inputs (B, S), targets (B, S), mask (B, S) float32: 1 where the target is not padding
     (the positions the loss counts; every diagnostic counts exactly these)."""
-    inputs_BT, targets_BT = split_batch(tokens_BS1)
+    inputs_BT, targets_BT = split_batch(tokens_BS)
     return inputs_BT, targets_BT, (targets_BT != pad_id).astype(jnp.float32)
 
 
-def forward_hidden(params, mcfg, inputs_BT, layer_mask=None):
-    """`(logits_BTV, hidden_LBTW)`: hidden has depth + 1 entries, the stream entering layer 0
+def forward_hidden(params, mcfg, inputs_BT, layer_mask_L=None):
+    """`(logits_BTV, hidden_XBTW)`: hidden has depth + 1 entries, the stream entering layer 0
     (the embeddings) and leaving every layer."""
     model = Transformer(mcfg, return_hidden=True)
-    logits_BTV, aux = model.apply({"params": params}, inputs_BT, layer_mask=layer_mask)
+    logits_BTV, aux = model.apply({"params": params}, inputs_BT, layer_mask_L=layer_mask_L)
     return logits_BTV, aux["hidden"]
 
 
@@ -40,13 +40,13 @@ def unembed(params, mcfg, h_BTW):
     return Transformer(mcfg).apply({"params": params}, h_BTW, method=Transformer.unembed)
 
 
-def sum_over_batches(per_batch, batches_NBS1):
-    """`sum_n per_batch(tokens_BS1)` for a pytree of sums, as one `lax.scan` (one compile
+def sum_over_batches(per_batch, batches_CBS):
+    """`sum_n per_batch(tokens_BS)` for a pytree of sums, as one `lax.scan` (one compile
     whatever the number of batches)."""
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                         jax.eval_shape(per_batch, batches_NBS1[0]))
+                         jax.eval_shape(per_batch, batches_CBS[0]))
 
-    def body(acc, tokens_BS1):
-        return jax.tree.map(jnp.add, acc, per_batch(tokens_BS1)), None
+    def body(acc, tokens_BS):
+        return jax.tree.map(jnp.add, acc, per_batch(tokens_BS)), None
 
-    return jax.lax.scan(body, zeros, batches_NBS1)[0]
+    return jax.lax.scan(body, zeros, batches_CBS)[0]

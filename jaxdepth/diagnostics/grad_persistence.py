@@ -1,8 +1,8 @@
 """Gradient persistence length tau from per-layer gradient norms.
 
-The Depth Delusion (arXiv 2601.20994): `||g_l|| ~= ||g_D|| exp(-(D - l) / tau)`, i.e.
-`log ||g_l|| = log ||g_D|| - (D - l) / tau`, fitted by least squares over the layers
-l = 1..D. That is a straight line in l with slope `1 / tau`; the fit reports tau, its
+The Depth Delusion (arXiv 2601.20994): `||g_l|| ~= ||g_L|| exp(-(L - l) / tau)`, i.e.
+`log ||g_l|| = log ||g_L|| - (L - l) / tau`, fitted by least squares over the layers
+l = 1..L. That is a straight line in l with slope `1 / tau`; the fit reports tau, its
 standard error (delta method: se(tau) = se(slope) / slope^2), and R^2.
 
 Sign: a slope significantly above zero (more than 2 standard errors) means the gradient
@@ -11,7 +11,7 @@ shrinks toward the input: a finite tau, the paper's picture ("decaying"). A slop
 significantly below zero is "growing" toward the input (as Pre-LN often shows); both have
 no finite decay length, so tau = inf, and `slope` keeps the fitted rate. `tau_lower` =
 1 / (slope + 2 se), the decay length the data rule out below (about a 97.5% one-sided
-bound; inf when even slope + 2 se <= 0): a flat profile over D layers still says tau is
+bound; inf when even slope + 2 se <= 0): a flat profile over L layers still says tau is
 at least that long. Layers with a zero or non-finite norm (frozen layers) are left out
 of the fit; fewer than two usable layers gives tau = NaN with status "degenerate"; with
 exactly two there is no standard error and the sign alone decides.
@@ -36,7 +36,7 @@ class PersistenceFit:
     tau_stderr: float
     r2: float
     slope: float  # d log||g_l|| / d l = 1 / tau
-    log_grad_last: float  # fitted log ||g_D||
+    log_grad_last: float  # fitted log ||g_L||
     n_layers: int  # layers used in the fit
     status: str  # "decaying" | "flat" | "growing" | "degenerate"
     tau_lower: float = float("nan")  # 1 / (slope + 2 se): tau is at least this long
@@ -46,11 +46,11 @@ class PersistenceFit:
 
 
 def fit_grad_persistence(grad_norms_L) -> PersistenceFit:
-    """Least-squares fit of `log ||g_l|| = log ||g_D|| - (D - l) / tau` over layers
-    l = 1..D (arXiv 2601.20994); see the module docstring for the sign conventions."""
+    """Least-squares fit of `log ||g_l|| = log ||g_L|| - (L - l) / tau` over layers
+    l = 1..L (arXiv 2601.20994); see the module docstring for the sign conventions."""
     g = np.asarray(grad_norms_L, np.float64).reshape(-1)
-    D = g.size
-    layer = np.arange(1, D + 1, dtype=np.float64)
+    L = g.size
+    layer = np.arange(1, L + 1, dtype=np.float64)
     ok = np.isfinite(g) & (g > 0)
     n = int(ok.sum())
     nan = float("nan")
@@ -65,7 +65,7 @@ def fit_grad_persistence(grad_norms_L) -> PersistenceFit:
     ss_res, ss_tot = float(np.sum(resid ** 2)), float(np.sum((y - ym) ** 2))
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else nan
     slope_se = math.sqrt(ss_res / (n - 2) / sxx) if n > 2 else nan
-    log_last = float(intercept + slope * D)
+    log_last = float(intercept + slope * L)
     margin = 2 * slope_se if n > 2 else 0.0
     upper = slope + margin
     tau_lower = 1.0 / upper if upper > 0 else math.inf

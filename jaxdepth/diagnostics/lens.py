@@ -4,7 +4,7 @@
 tuned-lens paper, Belrose et al. 2023, arXiv 2303.08112). Per layer: the LM loss,
 `KL(p_final || p_l)` (the direction of arXiv 2303.08112) and the top-1 agreement with the
 final layer; and for one prompt the top tokens each layer predicts next.
-Index 0 is the embedding stream, index l + 1 the stream leaving layer l, so index D is the
+Index 0 is the embedding stream, index l + 1 the stream leaving layer l, so index L is the
 model's own output.
 """
 
@@ -18,31 +18,36 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdepth.diagnostics.forward import (as_batches, forward_hidden, inputs_targets_mask,
-                                          sum_over_batches, unembed)
+from jaxdepth.diagnostics.forward import (
+    as_batches,
+    forward_hidden,
+    inputs_targets_mask,
+    sum_over_batches,
+    unembed,
+)
 
 
 @dataclass(frozen=True)
 class LogitLens:
-    loss: np.ndarray  # (D+1,) cross-entropy of the lens at each hidden state
-    kl: np.ndarray  # (D+1,) KL(final || lens), nats per token
-    top1_agreement: np.ndarray  # (D+1,) fraction of tokens whose argmax matches the final
+    loss: np.ndarray  # (X,) cross-entropy of the lens at each hidden state
+    kl: np.ndarray  # (X,) KL(final || lens), nats per token
+    top1_agreement: np.ndarray  # (X,) fraction of tokens whose argmax matches the final
     n_tokens: int
 
 
 @functools.partial(jax.jit, static_argnames=("mcfg",))
 def lens_logits(params, mcfg, inputs_BT):
-    """(D+1, B, T, V) float32 logits of the lens at every hidden state (small inputs only:
+    """(X, B, T, V) float32 logits of the lens at every hidden state (small inputs only:
     this materialises every layer's logits)."""
-    _, h_LBTW = forward_hidden(params, mcfg, inputs_BT)
-    return jax.lax.map(lambda h: unembed(params, mcfg, h), h_LBTW)
+    _, h_XBTW = forward_hidden(params, mcfg, inputs_BT)
+    return jax.lax.map(lambda h: unembed(params, mcfg, h), h_XBTW)
 
 
 @functools.partial(jax.jit, static_argnames=("mcfg", "pad_id"))
-def _lens_sums(params, mcfg, batches_NBS1, pad_id: int):
-    def per_batch(tokens_BS1):
-        inputs_BT, targets_BT, mask_BT = inputs_targets_mask(tokens_BS1, pad_id)
-        logits_BTV, h_LBTW = forward_hidden(params, mcfg, inputs_BT)
+def _lens_sums(params, mcfg, batches_CBS, pad_id: int):
+    def per_batch(tokens_BS):
+        inputs_BT, targets_BT, mask_BT = inputs_targets_mask(tokens_BS, pad_id)
+        logits_BTV, h_XBTW = forward_hidden(params, mcfg, inputs_BT)
         logp_final = jax.nn.log_softmax(logits_BTV)
         top_final = jnp.argmax(logits_BTV, axis=-1)
 
@@ -54,14 +59,14 @@ def _lens_sums(params, mcfg, batches_NBS1, pad_id: int):
             agree = (jnp.argmax(logits_l, axis=-1) == top_final).astype(jnp.float32)
             return jnp.stack([jnp.sum(x * mask_BT) for x in (ce, kl, agree)])
 
-        return dict(sums=jax.lax.map(layer, h_LBTW), n_tok=jnp.sum(mask_BT))
+        return dict(sums=jax.lax.map(layer, h_XBTW), n_tok=jnp.sum(mask_BT))
 
-    return sum_over_batches(per_batch, batches_NBS1)
+    return sum_over_batches(per_batch, batches_CBS)
 
 
 def logit_lens(params, mcfg, tokens, pad_id: int) -> LogitLens:
     """Lens loss, KL to the final layer and top-1 agreement per hidden state, token-weighted
-    over the non-pad targets of one batch (B, S+1) or a stack (n, B, S+1)."""
+    over the non-pad targets of one batch (B, S) or a stack (C, B, S)."""
     s = jax.device_get(_lens_sums(params, mcfg, as_batches(tokens), pad_id))
     n = int(s["n_tok"])
     sums = np.asarray(s["sums"], np.float64) / max(n, 1)
@@ -69,9 +74,9 @@ def logit_lens(params, mcfg, tokens, pad_id: int) -> LogitLens:
 
 
 def lens_top_tokens(params, mcfg, prompt_T, k: int = 5):
-    """Top-k next-token ids (D+1, k) and their probabilities at the prompt's last position,
+    """Top-k next-token ids (X, k) and their probabilities at the prompt's last position,
     per hidden state: the layer at which the answer emerges."""
-    logits_LV = lens_logits(params, mcfg, jnp.asarray(prompt_T, jnp.int32)[None])[:, 0, -1]
-    probs_LV = jax.nn.softmax(logits_LV, axis=-1)
-    p, ids = jax.lax.top_k(probs_LV, k)
+    logits_XV = lens_logits(params, mcfg, jnp.asarray(prompt_T, jnp.int32)[None])[:, 0, -1]
+    probs_XV = jax.nn.softmax(logits_XV, axis=-1)
+    p, ids = jax.lax.top_k(probs_XV, k)
     return np.asarray(ids), np.asarray(p)

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+from jaxdepth import figures
 
 
 def _title(a: dict) -> str:
@@ -27,7 +18,7 @@ def angular_heatmap(a: dict, path: Path) -> Path:
     from jaxdepth.diagnostics.angular import by_block_size
 
     D = a["depth"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, axes = figures.panels(2, 5, 4.2)
     for ax, key, name in zip(axes, ("last_token", "all_tokens"), ("last token", "all tokens")):
         grid = by_block_size(np.asarray(a["angular_distance"][key]))
         im = ax.imshow(grid, origin="lower", cmap="viridis", vmin=0, aspect="auto",
@@ -37,14 +28,14 @@ def angular_heatmap(a: dict, path: Path) -> Path:
         ax.set_title(f"angular distance d(h_l, h_l+n), {name}")
         fig.colorbar(im, ax=ax, label="arccos(cos) / pi")
     fig.suptitle(_title(a))
-    return _save(fig, path)
+    return figures.save(fig, path)
 
 
 def removal_bars(a: dict, path: Path) -> Path:
     r = a["layer_removal"]
     thr = a["effective_depth"]["removal_threshold"]
     delta = np.asarray(r["delta"])
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, (ax,) = figures.panels(1, 6.5, 4)
     colors = ["tab:gray" if d < thr else "tab:blue" for d in delta]
     ax.bar(np.arange(len(delta)), delta, color=colors)
     ax.axhline(thr, color="tab:red", ls="--", lw=1, label=f"threshold {thr:g} nats")
@@ -53,7 +44,7 @@ def removal_bars(a: dict, path: Path) -> Path:
     ax.set_ylabel("validation loss increase (nats, symlog)")
     ax.set_title(f"layer removal, base loss {r['base_loss']:.3f}\n{_title(a)}", fontsize=10)
     ax.legend()
-    return _save(fig, path)
+    return figures.save(fig, path)
 
 
 def _symlog_from_zero(ax, values, linthresh: float) -> None:
@@ -65,7 +56,7 @@ def _symlog_from_zero(ax, values, linthresh: float) -> None:
 
 
 def lens_curves(runs: list[dict], path: Path) -> Path:
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = figures.panels(3, 13 / 3, 3.8)
     for a in runs:
         lens = a["logit_lens"]
         x = np.arange(len(lens["loss"]))
@@ -81,14 +72,14 @@ def lens_curves(runs: list[dict], path: Path) -> Path:
         ax.legend(fontsize=8)
     axes[1].set_yscale("symlog", linthresh=1e-2)
     fig.suptitle("logit lens" + ("" if len(runs) > 1 else f": {_title(runs[0])}"))
-    return _save(fig, path)
+    return figures.save(fig, path)
 
 
 def grad_persistence(a: dict, path: Path) -> Path:
     """Per-layer gradient norms (log scale) with the fitted exp(-(D - l) / tau) line, and tau
     over training."""
     gp = a["grad_persistence"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = figures.panels(2, 5.5, 4)
     ax = axes[0]
     layers = np.arange(1, a["depth"] + 1)
     for key, style in (("attn", "s--"), ("ffn", "^--"), ("layer", "o-")):
@@ -110,7 +101,7 @@ def grad_persistence(a: dict, path: Path) -> Path:
     ax.set_xlabel("step")
     ax.set_ylabel("fitted slope 1/tau (per layer)")
     ax.set_title("> 0: decays toward the input (finite tau)", fontsize=9)
-    return _save(fig, path)
+    return figures.save(fig, path)
 
 
 def _fit_label(fit: dict) -> str:
@@ -121,7 +112,8 @@ def _fit_label(fit: dict) -> str:
 
 def compare(runs: list[dict], path: Path) -> Path:
     """The Pre-LN vs LNS picture: every run's per-layer curves on shared axes."""
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    fig = figures.figure(11, 8)
+    axes = fig.subplots(2, 2)
     for a in runs:
         label = a.get("label") or a["scheme"]
         D = a["depth"]
@@ -145,7 +137,7 @@ def compare(runs: list[dict], path: Path) -> Path:
         ax.set_xlabel(xl)
         ax.legend(fontsize=8)
     axes[1, 1].set_yscale("log")
-    return _save(fig, path)
+    return figures.save(fig, path)
 
 
 def all_figures(a: dict, out_dir: Path) -> list[Path]:

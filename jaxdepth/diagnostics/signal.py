@@ -144,9 +144,9 @@ class Profile:
                     mean_cosine=float(finite.mean()) if finite.size else float("nan"))
 
 
-def _token_cosine(a_LBTW, b_LBTW):
+def _token_cosine(a_XBTW, b_XBTW):
     """Mean over tokens of the cosine over the width axis; nan where a vector is zero."""
-    a, b = a_LBTW.astype(jnp.float32), b_LBTW.astype(jnp.float32)
+    a, b = a_XBTW.astype(jnp.float32), b_XBTW.astype(jnp.float32)
     denom = jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1)
     cos = jnp.where(denom > 0, jnp.sum(a * b, axis=-1) / jnp.where(denom > 0, denom, 1.0), jnp.nan)
     return jnp.nanmean(cos, axis=(1, 2))
@@ -170,12 +170,12 @@ def _propagate_fn(mcfg, batch: int, seq_len: int):
 
         table_VW = params["embed"]["embedding"]
         tangent_VW = jax.random.normal(k_tan, table_VW.shape, table_VW.dtype)
-        h_LBTW, dh_LBTW, stats = jax.jvp(hidden, (table_VW,), (tangent_VW,), has_aux=True)
+        h_XBTW, dh_XBTW, stats = jax.jvp(hidden, (table_VW,), (tangent_VW,), has_aux=True)
         flat = lambda x: jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=(1, 2, 3)))  # noqa: E731
-        h_norm, dh_norm = flat(h_LBTW), flat(dh_LBTW)
+        h_norm, dh_norm = flat(h_XBTW), flat(dh_XBTW)
         return {
             **stats,
-            "cosine": _token_cosine(h_LBTW[:-1], h_LBTW[1:]),
+            "cosine": _token_cosine(h_XBTW[:-1], h_XBTW[1:]),
             "jvp_gain": dh_norm[1:] / dh_norm[0],
             "sensitivity": (dh_norm[1:] / h_norm[1:]) / (dh_norm[0] / h_norm[0]),
         }

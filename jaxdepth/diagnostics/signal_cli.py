@@ -77,8 +77,8 @@ def load_run(run_dir: str, step: int | None):
     """(run config, resolved model config, the metrics record at `step` or the last)."""
     from jaxdepth.config import RunConfig, from_dict
     from jaxdepth.errors import UserError
+    from jaxdepth.rundir import read_json, read_metrics
     from jaxdepth.train.build import resolve_model
-    from jaxdepth.train.loop import read_json, read_metrics
 
     d = Path(run_dir)
     cfg_dict = read_json(d / "config.json")
@@ -100,14 +100,13 @@ def load_run(run_dir: str, step: int | None):
 
 def format_table(rows) -> str:
     """rows: (scheme, depth, when, summary) -> aligned text table."""
-    head = ("scheme", "depth", "when", "label", "rms last/first", "mean cos")
-    lines = [head]
-    for scheme, depth, when, s in rows:
-        cos = "n/a" if math.isnan(s["mean_cosine"]) else f"{s['mean_cosine']:.4f}"
-        lines.append((scheme, str(depth), when, s["label"], f"{s['rms_ratio']:.4g}", cos))
-    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt(lines[0]), fmt(tuple("-" * w for w in widths)), *map(fmt, lines[1:])])
+    from jaxdepth.tables import table
+
+    dicts = [{"scheme": scheme, "depth": depth, "when": when, "label": s["label"],
+              "rms": s["rms_ratio"], "cos": s["mean_cosine"]} for scheme, depth, when, s in rows]
+    specs = {"rms": ".4g", "cos": lambda x: "n/a" if math.isnan(x) else f"{x:.4f}"}
+    return table(dicts, ["scheme", "depth", "when", "label", "rms", "cos"], specs, style="text",
+                 headers={"rms": "rms last/first", "cos": "mean cos"})
 
 
 def chains_text() -> str:

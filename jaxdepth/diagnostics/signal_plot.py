@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from jaxdepth import figures
 
 
 def _curve(p):
@@ -51,10 +50,9 @@ def rms_figure(grid, path: Path, runs=(), title: str = "") -> Path:
     `runs`: (init Profile, trained Profile, run name) triples, one panel each."""
     depths = sorted({p.depth for p in grid})
     n = len(depths) + len(runs)
-    fig, axes = plt.subplots(1, max(n, 1), figsize=(max(4.6 * n, 6.0), 4.2), squeeze=False)
-    axes = axes[0]
+    fig, axes = figures.panels(n, 4.6, 4.2, min_width=6.0)
     schemes = list(dict.fromkeys(p.scheme for p in grid))
-    colors = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(schemes)}
+    colors = {s: matplotlib.colormaps["tab10"](i % 10) for i, s in enumerate(schemes)}
     for ax, d in zip(axes, depths):
         curves = [_draw(ax, p, colors[p.scheme], f"{p.scheme}: {p.summary()['label']}")
                   for p in grid if p.depth == d]
@@ -76,9 +74,4 @@ def rms_figure(grid, path: Path, runs=(), title: str = "") -> Path:
     axes[0].set_ylabel("residual stream RMS")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return figures.save(fig, path)

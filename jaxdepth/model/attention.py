@@ -6,15 +6,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdepth.model.layers import DTYPES, init
+from jaxdepth.config import ModelConfig
+from jaxdepth.model.layers import init
 
 
 def rope(x_BTNH: jnp.ndarray, theta: float) -> jnp.ndarray:
     """Rotary position embedding, rotate-half form (Su et al. 2021, arXiv 2104.09864)."""
     _, T, _, H = x_BTNH.shape
-    inv_freq_F = 1.0 / theta ** (jnp.arange(0, H, 2, dtype=jnp.float32) / H)
-    angle_TF = jnp.arange(T, dtype=jnp.float32)[:, None] * inv_freq_F[None, :]
-    sin, cos = jnp.sin(angle_TF)[None, :, None, :], jnp.cos(angle_TF)[None, :, None, :]
+    inv_freq_G = 1.0 / theta ** (jnp.arange(0, H, 2, dtype=jnp.float32) / H)
+    angle_TG = jnp.arange(T, dtype=jnp.float32)[:, None] * inv_freq_G[None, :]
+    sin, cos = jnp.sin(angle_TG)[None, :, None, :], jnp.cos(angle_TG)[None, :, None, :]
     x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x_BTNH.dtype)
@@ -23,14 +24,14 @@ def rope(x_BTNH: jnp.ndarray, theta: float) -> jnp.ndarray:
 class Attention(nn.Module):
     """softmax(q k^T / sqrt(H) + causal mask) v over `heads` heads (Vaswani et al. 2017)."""
 
-    cfg: object
+    cfg: ModelConfig
     out_std: float
     v_std: float
 
     @nn.compact
     def __call__(self, x_BTW: jnp.ndarray) -> jnp.ndarray:
         cfg = self.cfg
-        dtype = DTYPES[cfg.dtype]
+        dtype = jnp.dtype(cfg.dtype)
         N, H = cfg.heads, cfg.head_dim
         proj = lambda name, std: nn.DenseGeneral(  # noqa: E731
             (N, H), use_bias=False, dtype=dtype, name=name,

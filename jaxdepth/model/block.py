@@ -7,24 +7,22 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdepth.config import ModelConfig
 from jaxdepth.model.attention import Attention
 from jaxdepth.model.ffn import FFN
 from jaxdepth.model.layers import make_norm, rms
 from jaxdepth.model.schemes import get_scheme, is_static
 
 
-def _mix(w, a, b):
-    """w * a + (1 - w) * b, skipping the arithmetic when w is a static 0 or 1."""
-    if is_static(w, 1.0):
-        return a
-    if is_static(w, 0.0):
-        return b
-    return (w * a + (1.0 - w) * b).astype(a.dtype)
-
-
 def _scale(s, x):
     """s * x in x's dtype, skipping the multiply when s is a static 1."""
     return x if is_static(s, 1.0) else (s * x).astype(x.dtype)
+
+
+def _norm_if(on, norm: nn.Module, x):
+    """`norm(x)` where `on` (a traced bool) holds, else x, running the norm only when it
+    does (flax.linen.cond); the norm's parameters exist before the branch."""
+    return nn.cond(on, lambda mdl, v: mdl(v), lambda mdl, v: v, norm, x)
 
 
 class Block(nn.Module):
@@ -34,7 +32,7 @@ class Block(nn.Module):
     update ratio ||F(x)|| / ||x|| of each sublayer; `hidden` is x' when
     `return_hidden`, else None."""
 
-    cfg: object
+    cfg: ModelConfig
     return_hidden: bool = False
 
     @nn.compact
@@ -50,14 +48,21 @@ class Block(nn.Module):
             "attn": Attention(cfg, out_std=out_std, v_std=gain_std, name="attn"),
             "ffn": FFN(cfg, in_std=gain_std, out_std=out_std, name="ffn"),
         }
+        # Mix-LN: pre and post are traced complements (a layer is Pre-LN or Post-LN), so each
+        # sublayer holds ONE norm and runs it at whichever end is active.
+        switched = not isinstance(c.pre, bool)
+        assert switched != isinstance(c.post, bool), "pre and post are both static or both traced"
         stats = {"rms_in": rms(x_BTW)}
         x0_BTW = x_BTW
-        if not is_static(c.stream_norm, 0.0):  # a norm on the incoming stream (Peri-LN, l = 0)
-            x_BTW = _mix(c.stream_norm, make_norm(cfg, "attn_norm_stream")(x_BTW), x_BTW)
         for name, sublayer in sublayers.items():
-            h = x_BTW if is_static(c.pre, 0.0) else make_norm(cfg, f"{name}_norm_in")(x_BTW)
-            h = _scale(c.in_scale, _mix(c.pre, h, x_BTW))
-            y = sublayer(h)
+            if switched:
+                norm = make_norm(cfg, f"{name}_norm")
+                if self.is_initializing():
+                    norm(x_BTW)  # create the parameters outside both branches
+                h = _norm_if(c.pre, norm, x_BTW)
+            else:
+                h = make_norm(cfg, f"{name}_norm_in")(x_BTW) if c.pre else x_BTW
+            y = sublayer(_scale(c.in_scale, h))
             if c.out_norm:
                 y = make_norm(cfg, f"{name}_norm_out")(y)
             y = _scale(c.branch, y)
@@ -65,11 +70,13 @@ class Block(nn.Module):
                 shape, names = ((), ()) if c.gate == "scalar" else ((cfg.width,), ("embed",))
                 g = self.param(f"{name}_gate", nn.with_logical_partitioning(
                     nn.initializers.constant(c.gate_init), names), shape)
-                y = y * g.astype(y.dtype)
+                y = y * g.astype(y.dtype).reshape((1,) * (y.ndim - g.ndim) + g.shape)
             stats[f"{name}_update_ratio"] = rms(y) / (rms(x_BTW) + 1e-30)
             z = y if is_static(c.residual, 0.0) else _scale(c.residual, x_BTW) + y
-            zn = z if is_static(c.post, 0.0) else make_norm(cfg, f"{name}_norm_post")(z)
-            x_BTW = _mix(c.post, zn, z)
+            if switched:
+                x_BTW = _norm_if(c.post, norm, z)
+            else:
+                x_BTW = make_norm(cfg, f"{name}_norm_post")(z) if c.post else z
         x_BTW = jnp.where(keep, x_BTW, x0_BTW)
         stats["rms_out"] = rms(x_BTW)
         return x_BTW, (stats, x_BTW if self.return_hidden else None)

@@ -5,21 +5,22 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdepth.model.layers import DTYPES, init
+from jaxdepth.config import ModelConfig
+from jaxdepth.model.layers import init
 
 
 class FFN(nn.Module):
     """SwiGLU `(silu(x W_gate) * (x W_up)) W_down` (Shazeer 2020, arXiv 2002.05202) or
     GELU `gelu(x W_up) W_down` (Hendrycks & Gimpel 2016), hidden size `cfg.ffn_hidden_size`."""
 
-    cfg: object
+    cfg: ModelConfig
     in_std: float
     out_std: float
 
     @nn.compact
     def __call__(self, x_BTW: jnp.ndarray) -> jnp.ndarray:
         cfg = self.cfg
-        dtype = DTYPES[cfg.dtype]
+        dtype = jnp.dtype(cfg.dtype)
         dense = lambda feats, name, std, names: nn.Dense(  # noqa: E731
             feats, use_bias=False, dtype=dtype, name=name, kernel_init=init(std, names))
         F = cfg.ffn_hidden_size

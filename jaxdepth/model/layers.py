@@ -1,11 +1,11 @@
-"""Small shared pieces: dtypes, initialisers with logical axis names, norms."""
+"""Small shared pieces: initialisers with logical axis names, norms, RMS."""
 
 from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+from jaxdepth.config import ModelConfig
 
 
 def init(std: float, names: tuple[str, ...]):
@@ -13,9 +13,10 @@ def init(std: float, names: tuple[str, ...]):
     return nn.with_logical_partitioning(nn.initializers.normal(std), names)
 
 
-def make_norm(cfg, name: str) -> nn.Module:
-    """RMSNorm (Zhang & Sennrich 2019, arXiv 1910.07467) or LayerNorm (Ba et al. 2016)."""
-    dtype = DTYPES[cfg.dtype]
+def make_norm(cfg: ModelConfig, name: str) -> nn.Module:
+    """RMSNorm (Zhang & Sennrich 2019, arXiv 1910.07467) or LayerNorm (Ba et al. 2016,
+    arXiv 1607.06450), per `cfg.norm`."""
+    dtype = jnp.dtype(cfg.dtype)
     ones = nn.with_logical_partitioning(nn.initializers.ones, ("embed",))
     if cfg.norm == "rmsnorm":
         return nn.RMSNorm(epsilon=cfg.norm_eps, dtype=dtype, scale_init=ones, name=name)

@@ -6,22 +6,23 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdepth.config import ModelConfig
 from jaxdepth.model.block import Block
-from jaxdepth.model.layers import DTYPES, init, make_norm
+from jaxdepth.model.layers import init, make_norm
 from jaxdepth.model.schemes import get_scheme
 
-REMAT = {
-    "full": None,  # save nothing, recompute the whole block
-    "dots_saveable": jax.checkpoint_policies.dots_saveable,
-    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
+
+def remat_policy(name: str):
+    """`model.remat` -> a jax.checkpoint policy: "full" saves nothing (recompute the whole
+    block), any other name is that policy of `jax.checkpoint_policies`."""
+    return None if name == "full" else getattr(jax.checkpoint_policies, name)
 
 
-def block_class(cfg, return_hidden: bool):
+def block_class(cfg: ModelConfig, return_hidden: bool):
     """The Block, rematerialised per `cfg.remat`, scanned over layers if `cfg.scan_layers`."""
     cls = Block
     if cfg.remat != "none":
-        cls = nn.remat(Block, policy=REMAT[cfg.remat], prevent_cse=not cfg.scan_layers)
+        cls = nn.remat(Block, policy=remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
         # Params stacked on a leading "layers" axis; (l, keep) scanned in as inputs
         # (layer index as data, as in levanter/haliax), stats and hidden scanned out.
@@ -33,20 +34,22 @@ def block_class(cfg, return_hidden: bool):
 
 class Transformer(nn.Module):
     """`tokens_BT -> (logits_BTV, aux)`; `aux["stats"]` holds per-layer scalars of shape
-    (depth,), `aux["hidden"]` (if `return_hidden`) the residual stream entering layer 0
-    and leaving every layer, shape (depth + 1, B, T, W). `layer_mask` (depth,) bools:
-    False makes that layer the identity (layer removal without recompiling)."""
+    (L,), `aux["hidden"]` (if `return_hidden`) the residual stream entering layer 0 and
+    leaving every layer, `h_XBTW` (X = L + 1). `layer_mask_L` bools: False makes that layer
+    the identity (layer removal without recompiling)."""
 
-    cfg: object  # ModelConfig with vocab_size resolved
+    cfg: ModelConfig  # vocab_size resolved
     return_hidden: bool = False  # same params either way; diagnostics set it
 
     def setup(self):
         cfg = self.cfg
-        self.embed = nn.Embed(cfg.vocab_size, cfg.width, dtype=DTYPES[cfg.dtype],
+        scheme = get_scheme(cfg.scheme)
+        self.embed = nn.Embed(cfg.vocab_size, cfg.width, dtype=jnp.dtype(cfg.dtype),
                               embedding_init=init(cfg.init_std, ("vocab", "embed")))
-        self.final_norm = make_norm(cfg, "final_norm") if get_scheme(cfg.scheme).final_norm else None
+        self.embed_norm = make_norm(cfg, "embed_norm") if scheme.embed_norm else None
+        self.final_norm = make_norm(cfg, "final_norm") if scheme.final_norm else None
         if not cfg.tied_embeddings:
-            self.head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=DTYPES[cfg.dtype],
+            self.head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=jnp.dtype(cfg.dtype),
                                  kernel_init=init(cfg.init_std, ("embed", "vocab")))
         cls = block_class(cfg, self.return_hidden)
         if cfg.scan_layers:
@@ -62,10 +65,14 @@ class Transformer(nn.Module):
         logits = self.embed.attend(h_BTW) if self.cfg.tied_embeddings else self.head(h_BTW)
         return logits.astype(jnp.float32)
 
-    def __call__(self, tokens_BT, layer_mask=None):
+    def __call__(self, tokens_BT, layer_mask_L=None):
         cfg = self.cfg
         x_BTW = self.embed(tokens_BT)
-        keep_L = jnp.ones(cfg.depth, bool) if layer_mask is None else jnp.asarray(layer_mask, bool)
+        if self.embed_norm is not None:
+            x_BTW = self.embed_norm(x_BTW)
+        x0_BTW = x_BTW
+        keep_L = (jnp.ones(cfg.depth, bool) if layer_mask_L is None
+                  else jnp.asarray(layer_mask_L, bool))
         layer_L = jnp.arange(cfg.depth)
         if cfg.scan_layers:
             x_BTW, (stats, hidden) = self.layers(x_BTW, layer_L, keep_L)
@@ -77,7 +84,7 @@ class Transformer(nn.Module):
             stats, hidden = jax.tree.map(lambda *a: jnp.stack(a), *outs)
         aux = {"stats": stats}
         if self.return_hidden:
-            aux["hidden"] = jnp.concatenate([self.embed(tokens_BT)[None], hidden], axis=0)
+            aux["hidden"] = jnp.concatenate([x0_BTW[None], hidden], axis=0)
         return self.unembed(x_BTW), aux
 
 

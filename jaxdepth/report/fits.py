@@ -1,20 +1,11 @@
 """Small fits the experiment reports need: the per-width U-curve minimum of loss against
-depth (from `jaxdepth.scaling`), the Depth Delusion's critical depth `2.43 ln W`, and a
-power law by log-log least squares (tau ~ W^p)."""
+depth (from `jaxdepth.scaling`) and a power law by log-log least squares (tau ~ W^p)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-
-DCRIT_COEFF = 2.43  # D_crit ~= 2.43 ln W (arXiv 2601.20994, §4 of depth-literature.md)
-TAU_EXPONENT = 0.44  # tau ~ W^0.44, R^2 = 0.98 (arXiv 2601.20994)
-
-
-def dcrit_paper(width: float) -> float:
-    """`D_crit ~= 2.43 ln W` (The Depth Delusion, arXiv 2601.20994)."""
-    return DCRIT_COEFF * math.log(width)
 
 
 def per_width_minimum(depths, losses) -> dict:

@@ -4,28 +4,7 @@ from __future__ import annotations
 
 import math
 
-
-def fmt(x, spec: str = ".4f") -> str:
-    """A number for a table: '-' when missing, 'inf' / 'nan' spelled out."""
-    if x is None or x == "":
-        return "-"
-    if isinstance(x, float) and not math.isfinite(x):
-        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    if isinstance(x, int) and not isinstance(x, bool) and not spec.endswith("d"):
-        return str(x)
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        return format(x, spec)
-    return str(x)
-
-
-def table(rows: list[dict], cols: list[str], specs: dict | None = None) -> str:
-    """A markdown table of `rows` over `cols`; `specs`: column -> format spec."""
-    specs = specs or {}
-    head = "| " + " | ".join(cols) + " |"
-    sep = "|" + "|".join("---" for _ in cols) + "|"
-    body = ["| " + " | ".join(fmt(r.get(c), specs.get(c, ".4f")) for c in cols) + " |"
-            for r in rows]
-    return "\n".join([head, sep, *body])
+from jaxdepth.tables import fmt
 
 
 def mean_sd(values) -> tuple[float, float]:

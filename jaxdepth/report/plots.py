@@ -3,34 +3,19 @@ group, loss against steps per run, per-layer curves."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # long suptitles on narrow figures: layout best-effort
-        warnings.simplefilter("ignore", UserWarning)
-        fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+from jaxdepth import figures
 
 
 def loss_vs_depth(panels: dict, path: Path, title: str = "", marks: dict | None = None) -> Path:
     """`panels`: panel title -> {curve label -> (depths, losses[, (run depths, run
     losses)])}: a line, and each replicate run as a faint dot when given; `marks`: panel
     title -> [(x, label)] vertical lines (fitted minimum, 2.43 ln W)."""
-    n = max(len(panels), 1)
-    fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 3.8), squeeze=False)
-    for ax, (name, curves) in zip(axes[0], panels.items()):
+    fig, axes = figures.panels(len(panels))
+    for ax, (name, curves) in zip(axes, panels.items()):
         for label, (d, y, *runs) in curves.items():
             order = np.argsort(d)
             line, = ax.plot(np.asarray(d)[order], np.asarray(y, np.float64)[order], "o-",
@@ -47,19 +32,18 @@ def loss_vs_depth(panels: dict, path: Path, title: str = "", marks: dict | None 
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("final validation loss")
+    axes[0].set_ylabel("final validation loss")
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return figures.save(fig, path)
 
 
 def curves(panels: dict, path: Path, title: str = "", xlabel: str = "step",
            ylabel: str = "", logy: bool = False, hline: float | None = None) -> Path:
     """`panels`: panel title -> {label -> (x, y)}, one line per label; `hline`: a
     horizontal reference line (e.g. 0 for a decay rate)."""
-    n = max(len(panels), 1)
-    fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 3.8), squeeze=False)
-    for ax, (name, lines) in zip(axes[0], panels.items()):
+    fig, axes = figures.panels(len(panels))
+    for ax, (name, lines) in zip(axes, panels.items()):
         for label, (x, y) in lines.items():
             ax.plot(x, y, label=label)
         if hline is not None:
@@ -70,10 +54,10 @@ def curves(panels: dict, path: Path, title: str = "", xlabel: str = "step",
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel(ylabel)
+    axes[0].set_ylabel(ylabel)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return figures.save(fig, path)
 
 
 def loss_vs_steps(panels: dict, path: Path, title: str = "") -> Path:
@@ -83,9 +67,8 @@ def loss_vs_steps(panels: dict, path: Path, title: str = "") -> Path:
 
 def per_layer(panels: dict, path: Path, title: str = "", logy: tuple = ()) -> Path:
     """`panels`: panel title -> {label -> values per layer}; `logy`: panels on a log axis."""
-    n = max(len(panels), 1)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
-    for ax, (name, curves) in zip(axes[0], panels.items()):
+    fig, axes = figures.panels(len(panels), 4.2, 3.6)
+    for ax, (name, curves) in zip(axes, panels.items()):
         for label, v in curves.items():
             ax.plot(np.arange(len(v)), np.asarray(v, np.float64), ".-", label=label)
         if name in logy:
@@ -96,14 +79,14 @@ def per_layer(panels: dict, path: Path, title: str = "", logy: tuple = ()) -> Pa
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return figures.save(fig, path)
 
 
 def power_law_plot(x, y, fit: dict, path: Path, xlabel: str, ylabel: str, ref_p: float,
                    title: str = "") -> Path:
     """Points, the fitted line `k x^p` and a reference slope `ref_p` through the same
     geometric mean, on log-log axes."""
-    fig, ax = plt.subplots(figsize=(4.6, 3.8))
+    fig, (ax,) = figures.panels(1, 4.6, 3.8)
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     ok = np.isfinite(y) & (y > 0)
     if not ok.any():  # e.g. tau = inf at every width: say so instead of an empty log axis
@@ -112,7 +95,7 @@ def power_law_plot(x, y, fit: dict, path: Path, xlabel: str, ylabel: str, ref_p:
         ax.set_xlabel(xlabel)
         if title:
             ax.set_title(title, fontsize=9)
-        return _save(fig, path)
+        return figures.save(fig, path)
     ax.plot(x[ok], y[ok], "o", label="measured (finite)")
     if np.isfinite(fit.get("p", np.nan)):
         xs = np.geomspace(x[ok].min(), x[ok].max(), 50)
@@ -127,4 +110,4 @@ def power_law_plot(x, y, fit: dict, path: Path, xlabel: str, ylabel: str, ref_p:
     ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return figures.save(fig, path)

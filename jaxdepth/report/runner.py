@@ -4,12 +4,15 @@ sweep runner (re-run the same command to resume); the report is regenerated from
 results directory (`jaxdepth report DIR` does only that).
 
 Layout of OUT (default results/<name>): experiment.json (name, size, spec), sweep/ (the
-sweep's out dir: sweep.json, runs/<id>/, results.csv/.parquet), report.md, *.png.
+sweep's out dir: sweep.json, runs/<id>/, results.csv/.parquet), report.md, *.png. Each
+experiment's report is the module `jaxdepth.report.<name>`, whose `report(out, meta, rows)`
+returns the markdown body and writes its PNGs into OUT.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -52,7 +55,7 @@ def _spec(name: str, size: str):
 def plan(name: str, size: str, out: Path) -> str:
     """The plan text (runs, sizes, FLOPs, estimated wall time) of one experiment."""
     if name == "stacking_failure":
-        from jaxdepth.report.stacking import models
+        from jaxdepth.report.stacking_failure import models
 
         ms = models(size)
         return (f"{len(ms)} models propagated at init (one forward + JVP each), nothing "
@@ -76,12 +79,9 @@ def write_report(out: Path) -> Path:
     head = [f"# {TITLES[name]}", "",
             f"Size: `{meta['size']}`; command: `{command}`. "
             f"Wall time of the last invocation: {meta.get('wall_time_s', float('nan')):.0f} s.", ""]
-    if name == "stacking_failure":
-        from jaxdepth.report.stacking import report_stacking_failure
-
-        body = report_stacking_failure(out, meta)
-    else:
-        from jaxdepth.report.sweeps import REPORTS, flat_rows, summary_line
+    rows = None
+    if name != "stacking_failure":  # the others read their runs' results rows
+        from jaxdepth.report.rows import flat_rows, summary_line
         from jaxdepth.sweep import results_table
 
         rows = flat_rows(out, meta["runs"]) if meta.get("runs") else results_table(out / "sweep")
@@ -89,7 +89,7 @@ def write_report(out: Path) -> Path:
             raise UserError(f"'{out / 'sweep'}' holds no runs yet")
         head += [f"Runs: {summary_line(rows)}. Results table: "
                  f"`{'(per run dir)' if meta.get('runs') else 'sweep/results.csv'}`.", ""]
-        body = REPORTS[name](out, meta, rows)
+    body = importlib.import_module(f"jaxdepth.report.{name}").report(out, meta, rows)
     path = out / "report.md"
     path.write_text("\n".join(head) + "\n" + body + "\n")
     return path
@@ -120,7 +120,7 @@ def _main(name: str, argv=None) -> int:
     meta = dict(experiment=name, size=size, spec=raw)
     (out / "experiment.json").write_text(json.dumps(meta, indent=1))
     if name == "stacking_failure":
-        from jaxdepth.report.stacking import run_signal
+        from jaxdepth.report.stacking_failure import run_signal
 
         run_signal(out, size, progress=not args.no_progress)
     else:

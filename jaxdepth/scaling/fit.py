@@ -73,8 +73,8 @@ class FitResult:
 
 @functools.cache
 def screen_solver(law: Law, max_iter: int, max_linesearch: int, backtrack_factor: float):
-    """jit(vmap(L-BFGS)) : (theta0_SP, features_NJ, log_loss_N, weight_SN, context, delta,
-    grad_tol) -> (theta_SP, objective_S). Compiled once per input shape."""
+    """jit(vmap(L-BFGS)) : (theta0_IP, features_RJ, log_loss_R, weight_IR, context, delta,
+    grad_tol) -> (theta_IP, objective_I). Compiled once per input shape."""
 
     def solve(theta0, features, log_loss, weight, context, delta, grad_tol):
         def fun(theta):
@@ -113,7 +113,7 @@ def padded_runs(n: int) -> int:
 
 
 def screen(law, starts, features, log_loss, weights, context, opts: FitOptions):
-    """Run the vmapped screening solver in float32; returns (theta_SP, objective_S) numpy."""
+    """Run the vmapped screening solver in float32; returns (theta_IP, objective_I) numpy."""
     f32 = np.float32
     pad = padded_runs(len(log_loss)) - len(log_loss)
     if pad:  # copies of run 0 with weight 0: no effect on value or gradient

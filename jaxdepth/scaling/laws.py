@@ -51,7 +51,7 @@ class Law:
         return np.stack([np.ones_like(logs[0])] + logs, axis=1)
 
     def starts(self, columns: dict, grid: dict | None = None) -> np.ndarray:
-        """Every point of the start grid, `(S, P)` in `param_names` order."""
+        """Every point of the start grid, `(I, P)` in `param_names` order."""
         grid = {**self.default_grid(columns), **(grid or {})}
         missing = [p for p in self.param_names if p not in grid]
         if missing:

@@ -8,31 +8,22 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
+from jaxdepth import figures
 from jaxdepth.scaling import derived
 from jaxdepth.scaling.fit import FitResult
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
 
 
 def fitted_vs_observed(result: FitResult, columns: dict, path: Path) -> Path:
     obs = np.asarray(columns["loss"], float)
     pred = result.predict(columns)
-    fig = Figure(figsize=(5, 5))
-    ax = fig.add_subplot()
+    fig, (ax,) = figures.panels(1, 5, 5)
     ax.scatter(obs, pred, s=12, alpha=0.7)
     lo, hi = min(obs.min(), pred.min()), max(obs.max(), pred.max())
     ax.plot([lo, hi], [lo, hi], "k--", lw=1)
     ax.set(xlabel="observed loss", ylabel="fitted loss",
            title=f"{result.law.name}: R$^2$ = {result.r2:.4f}")
-    return _save(fig, path)
+    return figures.save(fig, path)
 
 
 def loss_vs_depth(result: FitResult, columns: dict, path: Path) -> Path:
@@ -43,8 +34,7 @@ def loss_vs_depth(result: FitResult, columns: dict, path: Path) -> Path:
     values, counts = np.unique(tokens, return_counts=True)
     t_plot = values[np.argmax(counts)]
     sel = np.isclose(tokens, t_plot, rtol=1e-6)
-    fig = Figure(figsize=(6.5, 4.5))
-    ax = fig.add_subplot()
+    fig, (ax,) = figures.panels(1, 6.5, 4.5)
     depth, width, loss = (np.asarray(columns[k], float)[sel] for k in ("depth", "width", "loss"))
     d_grid = np.geomspace(max(1.0, depth.min() / 1.5), depth.max() * 1.5, 200)
     cmap = matplotlib.colormaps["viridis"]
@@ -66,15 +56,14 @@ def loss_vs_depth(result: FitResult, columns: dict, path: Path) -> Path:
     ax.set(xlabel="depth D", ylabel="loss",
            title=f"{law.name} at T = {t_plot:.3g} tokens (dotted: D_crit)")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return figures.save(fig, path)
 
 
 def iso_compute(result: FitResult, budgets, path: Path) -> Path:
     """Fitted loss along iso-compute curves C = 6 N T: against N (every law), each point at
     the best shape when the law has a shape term; the optimum marked."""
     law = result.law
-    fig = Figure(figsize=(6.5, 4.5))
-    ax = fig.add_subplot()
+    fig, (ax,) = figures.panels(1, 6.5, 4.5)
     for c in budgets:
         n = np.geomspace(c / 6 / 1e13, c / 6 / 1e3, 200)  # tokens from 1e3 to 1e13
         n = n[(n > derived.PARAMS_BOUNDS[0]) & (n < derived.PARAMS_BOUNDS[1])]
@@ -97,4 +86,4 @@ def iso_compute(result: FitResult, budgets, path: Path) -> Path:
     ax.set_xscale("log")
     ax.set(xlabel="parameters N", ylabel="fitted loss", title=f"{law.name}: iso-compute curves")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return figures.save(fig, path)

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jaxdepth.config import ModelConfig, RunConfig, from_dict, to_dict
+from jaxdepth.rundir import read_json, read_metrics
 from jaxdepth.sweep import shapes
-from jaxdepth.sweep.results import median_tokens_per_s, read_json, read_metrics
+from jaxdepth.sweep.results import median_tokens_per_s
+from jaxdepth.tables import table
 
 CALIBRATION_STEPS = 8
 
@@ -130,15 +132,13 @@ def _si(x: float) -> str:
 def format_plan(rows: list[dict], source: str) -> str:
     cols = ["run_id", "scheme", "depth", "width", "heads", "lr", "seed", "steps", "tokens",
             "params", "total_params", "flops", "est_s", "status"]
-    fmt = {"tokens": _si, "params": _si, "total_params": _si, "flops": _si,
-           "est_s": lambda x: "?" if math.isnan(x) else f"{x:.1f}", "lr": lambda x: f"{x:g}"}
-    table = [[fmt.get(c, str)(r[c]) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
-    line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))
+    specs = {c: str for c in cols} | {
+        "tokens": _si, "params": _si, "total_params": _si, "flops": _si,
+        "est_s": lambda x: "?" if math.isnan(x) else f"{x:.1f}", "lr": lambda x: f"{x:g}"}
     total = sum(r["est_s"] for r in rows if r["status"] not in ("done", "diverged"))
     n_left = sum(r["status"] not in ("done", "diverged") for r in rows)
     foot = (f"{len(rows)} runs, {n_left} to train; total {_si(sum(r['flops'] for r in rows))} "
             f"FLOPs; estimated {total:.0f} s for the runs left on one worker "
             f"(throughput reference: {source}). params = non-embedding (Kaplan's N); FLOPs = "
             "6 N T + attention 6 D S W T.")
-    return "\n".join([line(cols), *(line(t) for t in table), foot])
+    return table(rows, cols, specs, style="text") + "\n" + foot

@@ -19,16 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxdepth.config import RunConfig, from_dict
+from jaxdepth.config import RunConfig, from_dict, get_dotted
 from jaxdepth.diagnostics.grad_persistence import fit_grad_persistence, layer_grad_norms
 from jaxdepth.diagnostics.signal import profile_from_record
+from jaxdepth.rundir import read_json, read_metrics
 from jaxdepth.sweep import shapes
-from jaxdepth.sweep.spec import get_dotted
 
 # A layer whose attention and FFN updates are both below 5% of the residual stream's RMS
-# (||F(x)|| / ||x||, the block's update ratios) barely changes the stream: it is
-# near-identity, the "identity collapse" of deep Pre-LN layers (arXiv 2502.05795).
-NEAR_IDENTITY_RATIO = 0.05
+# (||F(x)|| / ||x||, the block's update ratios) barely changes the stream while training:
+# a low-update layer, the "identity collapse" of deep Pre-LN layers (arXiv 2502.05795). Not
+# the removal-cost notion `removable_layers` of `jaxdepth analyze`.
+LOW_UPDATE_RATIO = 0.05
 
 CONFIG_COLUMNS = {  # column -> dotted config key
     "scheme": "model.scheme", "depth": "model.depth", "width": "model.width",
@@ -40,36 +41,16 @@ CONFIG_COLUMNS = {  # column -> dotted config key
 }
 
 
-def read_json(path: Path, default=None):
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return default
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for ln in path.read_text().splitlines():
-        try:
-            out.append(json.loads(ln))
-        except ValueError:  # a line torn by a kill mid-write
-            continue
-    return out
-
-
 def diagnostics_summary(record: dict | None, scheme: str = "", width: int = 0) -> dict:
     """From one metrics.jsonl record (per-layer stats and gradient norms):
     `residual_rms_growth` = last-layer rms_out / first-layer rms_out; `tau` = gradient
     persistence length of the whole-layer gradient norms sqrt(attn^2 + ffn^2) (arXiv
     2601.20994; `jaxdepth.diagnostics.grad_persistence`), with its R^2 and status;
-    `near_identity_layers` = layers whose attention and FFN update ratios are both below
-    NEAR_IDENTITY_RATIO."""
+    `low_update_layers` = layers whose attention and FFN update ratios are both below
+    LOW_UPDATE_RATIO."""
     nan = float("nan")
     out = dict(residual_rms_growth=nan, tau=nan, tau_r2=nan, tau_status="",
-               near_identity_layers=None)
+               low_update_layers=None)
     if not record or "rms_out" not in record.get("layers", {}):
         return out
     layers = record["layers"]
@@ -79,8 +60,7 @@ def diagnostics_summary(record: dict | None, scheme: str = "", width: int = 0) -
         out.update(tau=fit.tau, tau_r2=fit.r2, tau_status=fit.status)
     attn = np.asarray(layers["attn_update_ratio"], np.float64)
     ffn = np.asarray(layers["ffn_update_ratio"], np.float64)
-    out["near_identity_layers"] = int(np.sum((attn < NEAR_IDENTITY_RATIO)
-                                             & (ffn < NEAR_IDENTITY_RATIO)))
+    out["low_update_layers"] = int(np.sum((attn < LOW_UPDATE_RATIO) & (ffn < LOW_UPDATE_RATIO)))
     return out
 
 

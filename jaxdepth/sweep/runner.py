@@ -9,8 +9,6 @@ overlapping workers (e.g. two `--shard 0/1`) safe too.
 
 from __future__ import annotations
 
-import json
-import os
 import traceback
 from pathlib import Path
 
@@ -18,8 +16,9 @@ from tqdm.auto import tqdm
 
 from jaxdepth.config import RunConfig, to_dict
 from jaxdepth.errors import UserError
+from jaxdepth.rundir import read_json, write_json
 from jaxdepth.sweep.claim import try_claim
-from jaxdepth.sweep.results import read_json, results_table
+from jaxdepth.sweep.results import results_table
 from jaxdepth.sweep.spec import SweepSpec, expand, load_spec
 
 
@@ -56,9 +55,7 @@ def write_index(out_dir: Path, spec: SweepSpec, runs: list[RunConfig]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     index = {"name": spec.name, "spec": spec.path, "axes": list(spec.axes),
              "runs": {c.name: to_dict(c) for c in runs}}
-    tmp = out_dir / f"sweep.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, out_dir / "sweep.json")
+    write_json(out_dir / "sweep.json", index, indent=1)
 
 
 def _fmt(x) -> str:
@@ -90,7 +87,7 @@ def run_one(cfg: RunConfig, run_dir: Path, *, progress: bool, claim_timeout: flo
             msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
             (run_dir / "error.txt").write_text(traceback.format_exc())
             status = {**read_json(run_dir / "status.json", {}), "status": "failed", "error": msg}
-            (run_dir / "status.json").write_text(json.dumps(status, indent=2))
+            write_json(run_dir / "status.json", status)
             say(f"failed: {msg} (traceback in {run_dir / 'error.txt'})")
             return "failed"
         say(f"{st['status']} at step {st['step']}: loss {_fmt(st.get('final_loss'))}, "

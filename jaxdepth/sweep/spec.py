@@ -36,9 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-from jaxdepth.config import (RunConfig, apply_overrides, from_dict, read_yaml_mapping, to_dict,
-                             validate)
+from jaxdepth.config import (
+    RunConfig,
+    apply_overrides,
+    check_paths,
+    from_dict,
+    read_yaml_mapping,
+    to_dict,
+    validate,
+)
 from jaxdepth.errors import UserError
 from jaxdepth.sweep import shapes
 
@@ -69,14 +75,6 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
         if not isinstance(data, dict):
             raise UserError(f"'{key}': '{p}' is not a section")
     data[last] = value
-
-
-def get_dotted(data: dict, key: str, default=None):
-    for p in key.split("."):
-        if not isinstance(data, dict) or p not in data:
-            return default
-        data = data[p]
-    return data
 
 
 def _values(key: str, values, where: str) -> tuple:
@@ -230,7 +228,7 @@ def expand(spec: SweepSpec) -> list[RunConfig]:
         try:
             _apply_helpers(spec, data)
             data["name"] = "run"
-            cfg = validate(from_dict(RunConfig, data))
+            cfg = check_paths(validate(from_dict(RunConfig, data)))
         except UserError as e:
             raise UserError(f"sweep '{spec.name}', run with {where}: {e}") from None
         rid = run_id(cfg)

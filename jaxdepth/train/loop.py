@@ -1,15 +1,12 @@
 """The training driver: build, restore, step, log, evaluate, checkpoint, stop on divergence.
 
-Side effects live here: the run directory holds `config.json` (resolved config),
-`metrics.jsonl` (one line per logged step), `tb/` (TensorBoard), `checkpoints/` (Orbax) and
-`status.json` (`running`, `done`, `diverged` or `interrupted`, with the final losses).
+Side effects live here: it writes the run directory that `jaxdepth.rundir` describes.
 Re-running the same command on the same run directory resumes from the newest checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import signal
 import threading
@@ -23,12 +20,12 @@ import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
 from jaxdepth import checkpoint, parallel
-from jaxdepth.config import RunConfig, TrainConfig, to_dict
+from jaxdepth.config import RunConfig, TrainConfig, check_paths, to_dict
 from jaxdepth.data.pipeline import load_corpus, train_iterator, val_batches
 from jaxdepth.errors import UserError
 from jaxdepth.model import count_params
+from jaxdepth.rundir import append_metrics, read_json, truncate_metrics, write_json
 from jaxdepth.train.build import build, resolve_model
-
 
 # TrainConfig fields `build` does not read: neutral values in its cache key, so that runs
 # differing only in seed, logging or checkpointing share one compiled step (sweeps).
@@ -65,16 +62,6 @@ def params_from_run(src_dir: str | Path, abstract_params):
     return out.state["params"]
 
 
-def read_json(path: Path, default=None):
-    return json.loads(path.read_text()) if path.exists() else default
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
-
-
 def check_same_run(run_dir: Path, cfg_dict: dict) -> None:
     """A run directory belongs to one configuration; only `train.steps` may change
     (to extend a finished run), and `parallel` (a resumed run reshards onto a new mesh)."""
@@ -89,21 +76,6 @@ def check_same_run(run_dir: Path, cfg_dict: dict) -> None:
         diff += [s for s in b if not isinstance(b[s], dict) and a.get(s) != b[s]]
         raise UserError(f"run dir '{run_dir}' holds a run with a different config (differs in "
                         f"{', '.join(diff)}); use another --run-dir or the same config")
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop lines logged after the checkpoint we resume from (they will be re-logged)."""
-    if not path.exists():
-        return
-    keep = []
-    for ln in path.read_text().splitlines():
-        try:
-            rec = json.loads(ln)
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-        if rec["step"] <= step:
-            keep.append(ln)
-    path.write_text("".join(ln + "\n" for ln in keep))
 
 
 @contextmanager
@@ -131,6 +103,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
           stop_at: int | None = None, mesh=None) -> dict:
     """Train (or resume) the run in `run_dir`; returns the final status dict.
     `stop_at`: stop after the checkpoint at that step (as if killed), for tests."""
+    check_paths(cfg)  # a missing data source or init_from run: an error, and no run dir
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_dict = to_dict(cfg)
@@ -166,9 +139,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
     elif t_cfg.init_from:  # a new run starting from another run's params (fine-tuning)
         state = state.replace(params=params_from_run(
             t_cfg.init_from, checkpoint.abstract_like(state.params, b.state_shardings.params)))
-    metrics_path = run_dir / "metrics.jsonl"
     if is_writer:
-        truncate_metrics(metrics_path, start)
+        truncate_metrics(run_dir, start)
     n_params = count_params(state.params)
     n_nonembed = count_params(state.params, non_embedding=True)
     tokens_per_step = d_cfg.batch_size * d_cfg.seq_len
@@ -208,8 +180,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
                     diverged = not math.isfinite(rec["loss"]) or rec["loss"] > diverge_at
                     last.update({k: rec[k] for k in ("loss", "val_loss") if k in rec})
                     if is_writer:
-                        with metrics_path.open("a") as f:
-                            f.write(json.dumps(rec) + "\n")
+                        append_metrics(run_dir, rec)
                         _tensorboard(tb, rec)
                     bar.set_postfix(loss=f"{rec['loss']:.3f}",
                                     tok_s=f"{rec['tokens_per_s']:.0f}")
@@ -256,7 +227,3 @@ def _tensorboard(tb, rec: dict) -> None:
         elif k != "step":
             tb.add_scalar(k, v, step)
 
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln] if path.exists() else []

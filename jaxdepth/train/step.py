@@ -25,9 +25,9 @@ def lm_loss(logits_BTV, targets_BT, pad_id: int):
     return jnp.sum(ce_BT * mask_BT) / jnp.maximum(jnp.sum(mask_BT), 1.0)
 
 
-def split_batch(tokens_BS1):
-    """(B, S+1) packed windows -> inputs (B, S), targets (B, S)."""
-    return tokens_BS1[:, :-1], tokens_BS1[:, 1:]
+def split_batch(tokens_BS):
+    """(B, S) packed windows -> inputs (B, S), targets (B, S)."""
+    return tokens_BS[:, :-1], tokens_BS[:, 1:]
 
 
 def stacked_layers(params, depth: int):

@@ -1,4 +1,4 @@
-"""Experiment 1, stacking failure: the tutorial's three chains (depth-literature §2) and
+"""Experiment 1, stacking failure: the tutorial's three chains (docs/literature.md §2) and
 the naive-stack signal figure: a stack without residual path or normalisation (scheme
 `none`) explodes or collapses depending on its init scale, measured at init through real
 blocks (`jaxdepth.diagnostics.signal.propagate`), with Pre-LN, Post-LN and LNS for
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from jaxdepth.diagnostics import signal as S
-from jaxdepth.report.markdown import table
 from jaxdepth.report.specs import CONTRAST_SCHEMES, NAIVE_SCHEME, SIGNAL
+from jaxdepth.tables import table
 
 
 def models(size: str):
@@ -69,7 +69,8 @@ def chain_tables() -> list[str]:
     return md
 
 
-def report_stacking_failure(out: Path, meta: dict) -> str:
+def report(out: Path, meta: dict, rows=None) -> str:
+    """The chains, and the signal of every model propagated at init (OUT/signal.json)."""
     from jaxdepth.diagnostics.signal_plot import rms_figure
 
     data = json.loads((out / "signal.json").read_text())

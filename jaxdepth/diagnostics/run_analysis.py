@@ -1,0 +1,132 @@
+"""The analysis of a run directory: restore a checkpoint, measure every layer
+(`jaxdepth.diagnostics.analysis.analyze`) and keep the result in `analysis/analysis.json`
+with what it was measured on (checkpoint step, held-out batches, removal threshold), so a
+cached analysis is reused only for the same question. `jaxdepth analyze` and the experiment
+reports both go through here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+from jaxdepth.errors import UserError
+from jaxdepth.rundir import ANALYSIS, CONFIG, read_config, read_json, read_metrics, write_json
+
+DEFAULT_PROMPT = "    def __init__(self"
+
+
+def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += config_diff(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def checked_config(run_dir: Path, step: int | None) -> tuple[int, dict]:
+    """(step, config dict) of the checkpoint to analyse; UserError if there is none, the step
+    was not saved, or its config differs from config.json in anything but train.steps and
+    parallel. Reads no arrays, so every run is checked before any compile."""
+    from jaxdepth import checkpoint
+
+    if read_config(run_dir) is None:
+        raise UserError(f"'{run_dir}' is not a run directory (no {CONFIG})")
+    s, ckpt_cfg = checkpoint.restore_config(run_dir, step)
+    # train.steps may grow (extended runs) and parallel may change (resharded resumes)
+    diff = [k for k in config_diff(ckpt_cfg, read_config(run_dir))
+            if k != "train.steps" and not k.startswith("parallel.")]
+    if diff:
+        raise UserError(f"the checkpoint at step {s} in '{run_dir}' has a different config from "
+                        f"its {CONFIG} (differs in {', '.join(diff)})")
+    return s, ckpt_cfg
+
+
+def load_run(run_dir: Path, step: int | None):
+    """Restore a run's checkpoint: (RunConfig, resolved ModelConfig, params, step, corpus),
+    resharded onto a data-parallel mesh of this machine's devices (the run's own mesh may not
+    fit here); UserErrors as `checked_config`, before any compile."""
+    import jax
+
+    from jaxdepth import checkpoint
+    from jaxdepth.config import RunConfig, from_dict, validate
+    from jaxdepth.data.pipeline import load_corpus
+    from jaxdepth.train.build import build, resolve_model
+
+    s, ckpt_cfg = checked_config(run_dir, step)
+    cfg = validate(from_dict(RunConfig, ckpt_cfg))
+    corpus = load_corpus(cfg.data)
+    tok = corpus.tokenizer
+    mcfg = resolve_model(cfg.model, tok.vocab_size)
+    pcfg = dataclasses.replace(cfg.parallel, data=-1, fsdp=1, tensor=1)
+    b = build(mcfg, cfg.train, pcfg, cfg.data.seq_len, tok.pad_id)
+    abstract = checkpoint.abstract_like(jax.eval_shape(b.init_state, jax.random.key(0)),
+                                        b.state_shardings)
+    mngr = checkpoint.manager(run_dir, read_only=True)
+    try:
+        _, state, _ = checkpoint.restore(mngr, abstract, step=s)
+    finally:
+        mngr.close()
+    return cfg, mcfg, state.params, s, corpus
+
+
+def finite_or_null(x):
+    """JSON has no inf/NaN: write null (the accompanying status says why)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: finite_or_null(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite_or_null(v) for v in x]
+    return x
+
+
+def analyze_run(run_dir: Path, *, step: int | None = None, batches: int | None = None,
+                prompt: str = DEFAULT_PROMPT, threshold: float | None = None,
+                progress=None, figures: bool = True) -> dict:
+    """Restore the checkpoint at `step` (default: the newest), measure it on `batches`
+    held-out batches (default: the run's train.eval_batches), write
+    RUN_DIR/analysis/analysis.json (and its figures); returns the analysis."""
+    from jaxdepth.data.pipeline import val_batches
+    from jaxdepth.diagnostics import plots
+    from jaxdepth.diagnostics.analysis import REMOVAL_THRESHOLD, analyze
+
+    run_dir = Path(run_dir)
+    cfg, mcfg, params, s, corpus = load_run(run_dir, step)
+    tok = corpus.tokenizer
+    tokens = val_batches(corpus, cfg.data, batches or cfg.train.eval_batches)
+    a = analyze(params, mcfg, tokens, tok.pad_id, records=read_metrics(run_dir), step=s,
+                prompt_ids=tok.encode(prompt)[-cfg.data.seq_len:], decode=tok.decode,
+                progress=progress,
+                threshold=REMOVAL_THRESHOLD if threshold is None else threshold)
+    a.update(label=run_dir.name, run_dir=str(run_dir), prompt=prompt,
+             n_batches=int(tokens.shape[0]), requested_batches=batches or cfg.train.eval_batches)
+    path = run_dir / ANALYSIS
+    path.parent.mkdir(exist_ok=True)
+    write_json(path, finite_or_null(a), indent=1)
+    if figures:
+        a["figures"] = [str(p) for p in plots.all_figures(a, path.parent)]
+    return a
+
+
+def cached_analysis(run_dir: Path) -> dict:
+    """The analysis of the run's newest checkpoint on its own evaluation batches and the
+    default removal threshold: `analysis/analysis.json` when it answers exactly that (it may
+    have been written by `jaxdepth analyze --step N --batches K --threshold T`), else
+    measured anew (and cached). NaN / inf read back as None."""
+    from jaxdepth import checkpoint
+    from jaxdepth.diagnostics.analysis import REMOVAL_THRESHOLD
+
+    run_dir = Path(run_dir)
+    step, cfg = checkpoint.restore_config(run_dir, None)
+    a = read_json(run_dir / ANALYSIS)
+    if (a is not None and a.get("step") == step
+            and a.get("requested_batches") == cfg["train"]["eval_batches"]
+            and a.get("effective_depth", {}).get("removal_threshold") == REMOVAL_THRESHOLD):
+        return a
+    return json.loads(json.dumps(finite_or_null(analyze_run(run_dir, figures=False))))

@@ -1,0 +1,119 @@
+"""Report of experiment 2, the Curse of Depth (Sun et al. 2025, arXiv 2502.05795): LNS vs
+Pre-LN vs Post-LN / Mix-LN / DeepNorm by depth, per-layer diagnostics at the deepest depth,
+and each scheme's gap to Pre-LN next to the paper's direction (docs/literature.md §3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from jaxdepth.diagnostics.analysis import last_third
+from jaxdepth.diagnostics.run_analysis import cached_analysis
+from jaxdepth.report import plots
+from jaxdepth.report.markdown import pivot
+from jaxdepth.report.published import BASELINE_FAILS, LNS_EXAMPLE
+from jaxdepth.report.rows import (
+    curves,
+    finished,
+    first_seed,
+    loss_text,
+    mean_by_depth,
+    run_dir_of,
+    seed_stats,
+    seeds_text,
+)
+from jaxdepth.rundir import read_metrics
+from jaxdepth.tables import fmt, table
+
+P_RESOLVED = 0.05  # Welch's t-test: a gap counts as resolved below this p-value
+
+
+def report(out: Path, meta: dict, rows: list[dict]) -> str:
+    schemes = list(dict.fromkeys(r["scheme"] for r in rows))
+    depths = sorted({r["depth"] for r in rows})
+    L = depths[-1]
+    piv, cols = pivot(rows, "scheme", "depth", "final_val_loss")
+    md = ["## Validation loss by depth (width "
+          f"{rows[0]['width']}, {rows[0]['steps']} steps, same data; {seeds_text(rows)})", "",
+          table(piv, cols), ""]
+    plots.loss_vs_depth({"val loss (mean over seeds)": {s: mean_by_depth(rows, scheme=s)
+                                                        for s in schemes}},
+                        out / "val_loss_by_depth.png", "Curse of Depth: final validation loss")
+    one = first_seed(rows)
+    plots.loss_vs_steps({f"depth {d}": curves(out, [r for r in one if r["depth"] == d])
+                         for d in depths}, out / "loss_vs_steps.png", "train loss against steps")
+    md += ["![](val_loss_by_depth.png)", "", "![](loss_vs_steps.png)", ""]
+    md += per_layer_section(out, finished(one, depth=L), L)
+    md += ["## Measured vs the paper's direction", "", *verdict(rows, L), ""]
+    return "\n".join(md)
+
+
+def per_layer_section(out: Path, deep: list[dict], L: int) -> list[str]:
+    """Residual RMS, angular distance and layer removal of each scheme's run at depth L."""
+    if not deep:
+        return []
+    rms, ang, rem, diag = {}, {}, {}, []
+    for r in deep:
+        s, run_dir = r["scheme"], run_dir_of(out, r)
+        rec = [m for m in read_metrics(run_dir) if "layers" in m]
+        if rec:
+            rms[s] = rec[-1]["layers"]["rms_out"]
+        a = cached_analysis(run_dir)
+        ang[s] = a["angular_distance"]["consecutive_last_token"]
+        rem[s] = a["layer_removal"]["delta"]
+        diag.append(dict(scheme=s, val_loss=r["final_val_loss"],
+                         rms_growth=r.get("residual_rms_growth"),
+                         angular_last_third=float(np.mean(ang[s][last_third(L)])),
+                         removable_layers=a["effective_depth"]["n_removable"],
+                         min_removal_delta=float(np.min(rem[s]))))
+    plots.per_layer({"residual RMS (layer output)": rms,
+                     "angular distance to previous layer (last token)": ang,
+                     "loss increase when the layer is removed": rem},
+                    out / "per_layer.png", f"per-layer diagnostics at depth {L}",
+                    logy=("residual RMS (layer output)",))
+    seed = min(r.get("seed") or 0 for r in deep)
+    return [f"## Per-layer diagnostics at depth {L} (seed {seed})", "",
+            table(diag, ["scheme", "val_loss", "rms_growth", "angular_last_third",
+                         "removable_layers", "min_removal_delta"], {"removable_layers": "d"}),
+            "", "rms_growth = last / first layer-output RMS; angular_last_third = mean "
+            "arccos(cos(h_l, h_{l+1}))/pi over the last third of layers (last token); "
+            "removable_layers = layers whose removal costs < 0.01 nats "
+            "(`jaxdepth.diagnostics.analysis.effective_depth`).", "",
+            "![](per_layer.png)", ""]
+
+
+def verdict(rows, L: int) -> list[str]:
+    """Sentences: what was measured at the deepest depth L (mean over seeds), next to the
+    paper's direction. With replicates, each gap gets Welch's t-test (scipy.stats.ttest_ind,
+    unequal variances): resolved when p < P_RESOLVED."""
+    from scipy.stats import ttest_ind
+
+    st = {s: seed_stats(rows, scheme=s, depth=L) for s in dict.fromkeys(r["scheme"] for r in rows)}
+    unfinished = {r["scheme"]: r for r in rows if r["depth"] == L and r["status"] != "done"}
+    pre = st.get("pre", {"n": 0})
+
+    def versus(s: str) -> str:
+        a, b = st[s], pre
+        text = f"{a['mean'] - b['mean']:+.4f} vs Pre-LN"
+        if a["n"] > 1 and b["n"] > 1:
+            p = float(ttest_ind(a["values"], b["values"], equal_var=False).pvalue)
+            text += (f" (Welch t-test over {a['n']} + {b['n']} seeds: p = {p:.2g}, "
+                     + ("resolved" if p < P_RESOLVED else "not resolved at this scale") + ")")
+        return text
+
+    out = []
+    if pre["n"] and st.get("lns", {"n": 0})["n"]:
+        out.append(f"- LNS vs Pre-LN at depth {L}: LNS {loss_text(st['lns'])}, Pre-LN "
+                   f"{loss_text(pre)}: {versus('lns')}. Paper: {LNS_EXAMPLE}. The paper's "
+                   "gains come from 20k-100k steps; over a few hundred steps LNS can train "
+                   "slower (see loss_vs_steps.png).")
+    for s in BASELINE_FAILS:
+        if s not in st or not pre["n"]:
+            continue
+        r = unfinished.get(s)
+        what = [f"val loss {loss_text(st[s])}, {versus(s)}"] if st[s]["n"] else []
+        if r:
+            what.append(f"{r['status']} (loss {fmt(r.get('final_loss'))})")
+        out.append(f"- {s} at depth {L}: {'; '.join(what)}. Paper: {BASELINE_FAILS[s]}")
+    return out or ["- not enough finished runs at the deepest depth to compare."]
