@@ -94,13 +94,13 @@ def run(args) -> int:
 
 def write_quickstart_report(out: Path, cfgs, wall_s: float) -> Path:
     """OUT/experiment.json (experiment 2 over these run dirs) and OUT/report.md + PNGs."""
-    import json
 
     from jaxdepth.report.runner import write_report
+    from jaxdepth.rundir import write_json
 
     meta = dict(experiment="curse_of_depth", size="quickstart", command="jaxdepth quickstart",
                 runs=[c.name for c in cfgs], wall_time_s=wall_s)
-    (out / "experiment.json").write_text(json.dumps(meta, indent=1))
+    write_json(out / "experiment.json", meta, indent=1)
     path = write_report(out)
     print(f"report: {path}")
     return path

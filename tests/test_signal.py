@@ -27,7 +27,7 @@ def profile(scheme, depth, init_std=0.02):
 
 
 def test_tutorial_scalar_chains_to_four_decimals():
-    """The published numbers of depth-literature §2 (the "rails" tutorial)."""
+    """The published numbers of the "rails" tutorial (docs/literature.md §2)."""
     assert round(S.chain(1.0, 1.8, 6)[6], 4) == 34.0122
     assert round(S.chain(5.0, 1.8, 6)[6], 4) == 170.0611
     assert round(S.chain(10.0, 0.2, 6)[6], 5) == 0.00064

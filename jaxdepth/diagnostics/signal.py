@@ -1,7 +1,7 @@
 """The stacking-failure lab: chains x_{l+1} = a x_l, a classifier of norm trajectories, and
 signal propagation through real jaxdepth blocks at initialisation and after training.
 
-Chains (the "rails" tutorial, depth-literature §2): a stack without residual path and
+Chains (the "rails" tutorial, docs/literature.md §2): a stack without residual path and
 without normalisation composes its layers, so its norm explodes (|a| > 1), collapses
 (|a| < 1) or flips sign at every layer (a < 0). `chain` reproduces the tutorial's tables.
 
@@ -54,7 +54,7 @@ RATE = 1.1  # per-step geometric-mean factor for explode / collapse
 FLIP_COSINE = -0.5  # a consecutive cosine at or below this is a sign flip
 OSCILLATE_FRACTION = 1.0 / 3.0  # fraction of flips for oscillate
 
-# The tutorial's three chains (depth-literature §2): factor, scalar starts, vector start.
+# The tutorial's three chains (docs/literature.md §2): factor, scalar starts, vector start.
 TUTORIAL_CHAINS = {
     "explode": dict(a=1.8, starts=(1.0, 5.0), vector=(1.0, 2.0)),
     "collapse": dict(a=0.2, starts=(10.0,), vector=(3.0, 4.0)),

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 import time
 from pathlib import Path
 
 from jaxdepth.errors import UserError
+from jaxdepth.rundir import read_json, write_json
 
 EXPERIMENTS = ("stacking_failure", "curse_of_depth", "depth_delusion", "gradient_persistence",
                "stabilizers_vs_dcrit")
@@ -70,7 +70,7 @@ def plan(name: str, size: str, out: Path) -> str:
 
 def write_report(out: Path) -> Path:
     """Regenerate OUT/report.md and its PNGs from the results in OUT (never trains)."""
-    meta = json.loads((out / "experiment.json").read_text()) if (out / "experiment.json").exists() else None
+    meta = read_json(out / "experiment.json")
     if meta is None:
         raise UserError(f"'{out}' holds no experiment.json: not an experiment results directory")
     name = meta["experiment"]
@@ -118,7 +118,7 @@ def _main(name: str, argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     meta = dict(experiment=name, size=size, spec=raw)
-    (out / "experiment.json").write_text(json.dumps(meta, indent=1))
+    write_json(out / "experiment.json", meta, indent=1)
     if name == "stacking_failure":
         from jaxdepth.report.stacking_failure import run_signal
 
@@ -128,10 +128,10 @@ def _main(name: str, argv=None) -> int:
 
         run_sweep(_spec(name, size)[1], out / "sweep", progress=not args.no_progress)
     meta["wall_time_s"] = time.time() - t0
-    (out / "experiment.json").write_text(json.dumps(meta, indent=1))
+    write_json(out / "experiment.json", meta, indent=1)
     path = write_report(out)
     meta["wall_time_s"] = time.time() - t0  # including the report's analyses
-    (out / "experiment.json").write_text(json.dumps(meta, indent=1))
+    write_json(out / "experiment.json", meta, indent=1)
     write_report(out)
     print(f"{name} ({size}): {meta['wall_time_s']:.0f} s -> {path}")
     return 0

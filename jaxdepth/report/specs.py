@@ -9,9 +9,9 @@
   (5 runs of 1000 steps), stabilizers_vs_dcrit 934 s (60 runs), curse_of_depth 726 s (30 runs).
   Two init seeds per shape where a minimum or a gap is compared across runs.
 - paper: the published shapes, for a pod; only planned here (`--scale paper --plan`).
-  LNS models table and recipe: arXiv 2502.05795 (depth-literature §3); Depth Delusion
+  LNS models table and recipe: arXiv 2502.05795 (docs/literature.md §3); Depth Delusion
   W = 512, depths 2..24, Pre-LN, GELU, AdamW lr 3e-4, wd 0.1, clip 1, seq 1024, batch
-  256: arXiv 2601.20994 (depth-literature §4, setup marked unverified there).
+  256: arXiv 2601.20994 (docs/literature.md §4, setup marked unverified there).
 """
 
 from __future__ import annotations

@@ -6,13 +6,13 @@ contrast. Run phase writes OUT/signal.json; the report reads it back."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from jaxdepth.diagnostics import signal as S
 from jaxdepth.report.specs import CONTRAST_SCHEMES, NAIVE_SCHEME, SIGNAL
+from jaxdepth.rundir import read_json, write_json
 from jaxdepth.tables import table
 
 
@@ -46,7 +46,7 @@ def run_signal(out: Path, size: str, progress: bool = True) -> None:
         profiles.append(dict(label=label, scheme=m.scheme, depth=m.depth, width=m.width,
                              init_std=m.init_std,
                              stats={k: [float(x) for x in v] for k, v in prof.stats.items()}))
-    (out / "signal.json").write_text(json.dumps({"size": size, "profiles": profiles}))
+    write_json(out / "signal.json", {"size": size, "profiles": profiles}, indent=None)
 
 
 def chain_tables() -> list[str]:
@@ -73,7 +73,7 @@ def report(out: Path, meta: dict, rows=None) -> str:
     """The chains, and the signal of every model propagated at init (OUT/signal.json)."""
     from jaxdepth.diagnostics.signal_plot import rms_figure
 
-    data = json.loads((out / "signal.json").read_text())
+    data = read_json(out / "signal.json")
     profs = [S.Profile(p["label"], p["depth"], p["width"], "init",
                        {k: np.asarray(v, np.float64) for k, v in p["stats"].items()})
              for p in data["profiles"]]

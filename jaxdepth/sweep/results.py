@@ -12,7 +12,6 @@ worker rewrites the whole table from disk, the last one to finish writes the com
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from pathlib import Path
@@ -104,7 +103,7 @@ def results_table(out_dir: str | Path, write: bool = True) -> list[dict]:
     else:
         configs, axes = {}, []
         for p in sorted((out_dir / "runs").glob("*/config.json")):
-            configs[p.parent.name] = json.loads(p.read_text())
+            configs[p.parent.name] = read_json(p)
     rows = [run_row(c, out_dir / "runs" / rid, axes) for rid, c in configs.items()]
     if write and rows:
         write_table(rows, out_dir / "results")
