@@ -84,8 +84,11 @@ def test_causal_through_gradients():
     assert np.all(per_pos[: t + 1] > 0.0), per_pos
 
 
-def test_scan_equals_unrolled():
-    cfg = tiny_model(scheme="lns")
+@pytest.mark.parametrize("scheme", ["lns", "lns+mix", "peri"])
+def test_scan_equals_unrolled(scheme):
+    """Also for Mix-LN's one norm per sublayer run at the active end (flax.linen.cond on the
+    layer index, traced in the scan, concrete when unrolled) and Peri-LN's embedding norm."""
+    cfg = tiny_model(scheme=scheme)
     params, tokens = init(cfg)
     logits_scan, aux_scan = Transformer(cfg).apply({"params": params}, tokens)
     cfg_u = dataclasses.replace(cfg, scan_layers=False)
@@ -95,9 +98,10 @@ def test_scan_equals_unrolled():
     chex.assert_trees_all_close(aux_scan["stats"], aux_u["stats"], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("policy", ["full", "dots_saveable"])
-def test_remat_matches_no_remat(policy):
-    cfg = tiny_model()
+@pytest.mark.parametrize("policy, scheme", [("full", "pre"), ("dots_saveable", "pre"),
+                                            ("full", "mix")])
+def test_remat_matches_no_remat(policy, scheme):
+    cfg = tiny_model(scheme=scheme)
     params, tokens = init(cfg)
 
     def loss(p, c):
