@@ -9,7 +9,6 @@ compile seconds at depth D over compile seconds at the smallest depth.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 DEPTHS = (2, 8, 32)
@@ -112,6 +111,9 @@ def run(args) -> int:
         raise UserError(f"--compile-depths '{args.compile_depths}' must be integers") from None
     import jax
 
+    from jaxdepth.rundir import jsonable, write_json
+    from jaxdepth.tables import table
+
     peak = matmul_peak(args.matmul)
     res = {"device": str(jax.devices()[0].device_kind), "matmul_peak_flops": peak,
            **time_train(cfg, args.steps)}
@@ -122,13 +124,11 @@ def run(args) -> int:
           f"{cfg.data.seq_len}): {res['step_s'] * 1e3:.1f} ms, {res['tokens_per_s']:.0f} tok/s, "
           f"{res['model_flops_per_s'] / 1e9:.1f} GFLOP/s = "
           f"{res['fraction_of_matmul_peak']:.2f} of matmul peak")
-    res["compile_s"] = {}
-    print(f"{'depth':>6}{'scan':>10}{'unrolled':>10}  (compile seconds)")
-    for d in depths:
-        s, u = compile_seconds(cfg, d, True), compile_seconds(cfg, d, False)
-        res["compile_s"][d] = {"scan": s, "unrolled": u}
-        print(f"{d:>6}{s:>10.2f}{u:>10.2f}")
+    res["compile_s"] = {d: {"scan": compile_seconds(cfg, d, True),
+                            "unrolled": compile_seconds(cfg, d, False)} for d in depths}
+    print("compile seconds by depth:")
+    print(table([{"depth": d, **c} for d, c in res["compile_s"].items()],
+                ["depth", "scan", "unrolled"], {"scan": ".2f", "unrolled": ".2f"}, style="text"))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+        write_json(args.json, jsonable(res))
     return 0

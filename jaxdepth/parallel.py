@@ -145,7 +145,8 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def global_batch(local: dict, sharding: NamedSharding) -> dict:
     """This process's rows -> one global array per key, sharded over the batch axes.
     A process's rows fill, in order, the batch slices its devices hold: global rows
-    [p * B/P, (p + 1) * B/P) when the mesh lists each process's devices together (CPU, GPU)."""
+    [p * b, (p + 1) * b) with b = batch_size / process_count, when the mesh lists each
+    process's devices together (CPU, GPU)."""
     for x in jax.tree.leaves(local):
         check_batch(x.shape[0] * jax.process_count(), sharding)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local)

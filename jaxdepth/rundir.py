@@ -11,6 +11,7 @@ every JSON writer replaces its file atomically.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -21,10 +22,11 @@ ANALYSIS = "analysis/analysis.json"
 
 
 def read_json(path: str | Path, default=None):
-    """The JSON in `path`, or `default` when it is missing or torn (killed mid-write)."""
+    """The JSON in `path`, or `default` when it is missing, unreadable (e.g. a directory)
+    or torn (killed mid-write)."""
     try:
         return json.loads(Path(path).read_text())
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
         return default
 
 
@@ -34,6 +36,21 @@ def write_json(path: str | Path, obj, indent: int | None = 2) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=indent))
     tmp.replace(path)
+
+
+def jsonable(x):
+    """`x` as strict JSON values: numpy arrays and scalars to lists and numbers, tuples to
+    lists, keys to strings, and NaN / inf to null (JSON has neither; `write_json` alone
+    keeps them as Python's NaN / Infinity, which `read_json` reads back)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if hasattr(x, "tolist"):
+        return jsonable(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def parse_metrics(text: str) -> list[dict]:

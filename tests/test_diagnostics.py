@@ -273,6 +273,8 @@ def _error(capsys, argv) -> str:
 def test_cli_bad_inputs(trained, tmp_path, capsys):
     run_dir = trained["run_dir"]
     assert "not a run directory" in _error(capsys, ["analyze", str(tmp_path / "nope")])
+    (tmp_path / "file.txt").write_text("x")
+    assert "not a run directory" in _error(capsys, ["analyze", str(tmp_path / "file.txt")])
     empty = tmp_path / "empty"
     empty.mkdir()
     shutil.copy(run_dir / "config.json", empty / "config.json")

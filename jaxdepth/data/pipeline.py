@@ -113,8 +113,9 @@ def per_process_batch(batch_size: int, process_count: int) -> int:
 
 
 def train_dataset(corpus: Corpus, dcfg, process_index: int = 0, process_count: int = 1):
-    """grain MapDataset of this process's batches `{"tokens": int32 (B/P, S)}`, endless:
-    windows reshuffled every epoch from `dcfg.seed`, then dealt round-robin to processes."""
+    """grain MapDataset of this process's batches `{"tokens": int32 (b, S)}`, b = B /
+    process_count rows, endless: windows reshuffled every epoch from `dcfg.seed`, then
+    dealt round-robin to processes."""
     T = dcfg.seq_len
     stream = corpus.train
     ds = (grain.MapDataset.range(num_windows(stream, T))
@@ -134,7 +135,8 @@ def train_iterator(corpus: Corpus, dcfg, process_index: int = 0, process_count: 
 
 def val_batches(corpus: Corpus, dcfg, n_batches: int, process_index: int = 0,
                 process_count: int = 1) -> np.ndarray:
-    """A fixed held-out set, int32 (C, B/P, S): C = n_batches batches of windows spread
+    """A fixed held-out set, int32 (C, b, S) with b = B / process_count rows per process:
+    C = n_batches batches of windows spread
     evenly over the validation stream (so it samples many documents), the same at every
     evaluation. No window is counted twice: a split too short for n_batches batches gives
     fewer (with a warning), one too short for a single batch is a UserError."""

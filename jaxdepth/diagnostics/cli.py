@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from jaxdepth.diagnostics.run_analysis import DEFAULT_PROMPT
+from jaxdepth.rundir import CONFIG
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,6 +37,9 @@ def _check_args(args) -> None:
         raise UserError(f"--threshold must be >= 0 nats, got {args.threshold}")
     if not args.prompt:
         raise UserError("--prompt must not be empty")
+    for d in args.run_dirs:
+        if not (Path(d) / CONFIG).is_file():
+            raise UserError(f"'{d}' is not a run directory (no {CONFIG})")
 
 
 def _f(x, spec: str = ".4f") -> str:
@@ -117,8 +121,8 @@ def run(args) -> int:
 
     from jaxdepth.diagnostics import plots
     from jaxdepth.diagnostics.analysis import ANALYSIS_STAGES
-    from jaxdepth.diagnostics.run_analysis import analyze_run, checked_config, finite_or_null
-    from jaxdepth.rundir import write_json
+    from jaxdepth.diagnostics.run_analysis import analyze_run, checked_config
+    from jaxdepth.rundir import jsonable, write_json
 
     dirs = [Path(d) for d in args.run_dirs]
     for d in dirs:
@@ -148,7 +152,7 @@ def run(args) -> int:
         from jaxdepth.diagnostics.analysis import comparison_row
 
         write_json(out / "comparison.json",
-                   finite_or_null([{"run": a["run_dir"], **comparison_row(a)} for a in runs]), indent=1)
+                   jsonable([{"run": a["run_dir"], **comparison_row(a)} for a in runs]), indent=1)
         print(comparison_table(runs))
         print(f"wrote {out}/: comparison.json, " + ", ".join(p.name for p in paths))
     return 0

@@ -21,7 +21,7 @@ def as_batches(tokens) -> jnp.ndarray:
 
 
 def inputs_targets_mask(tokens_BS, pad_id: int):
-    """inputs (B, S), targets (B, S), mask (B, S) float32: 1 where the target is not padding
+    """inputs (B, T), targets (B, T), mask (B, T) float32: 1 where the target is not padding
     (the positions the loss counts; every diagnostic counts exactly these)."""
     inputs_BT, targets_BT = split_batch(tokens_BS)
     return inputs_BT, targets_BT, (targets_BT != pad_id).astype(jnp.float32)
@@ -41,8 +41,8 @@ def unembed(params, mcfg, h_BTW):
 
 
 def sum_over_batches(per_batch, batches_CBS):
-    """`sum_n per_batch(tokens_BS)` for a pytree of sums, as one `lax.scan` (one compile
-    whatever the number of batches)."""
+    """The sum over the C batches of `per_batch(tokens_BS)`, a pytree of sums, as one
+    `lax.scan` (one compile whatever C)."""
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                          jax.eval_shape(per_batch, batches_CBS[0]))
 

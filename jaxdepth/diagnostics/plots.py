@@ -17,12 +17,12 @@ def angular_heatmap(a: dict, path: Path) -> Path:
     """d(h_l, h_{l+n}) by first layer l and block size n, last token and all tokens."""
     from jaxdepth.diagnostics.angular import by_block_size
 
-    D = a["depth"]
+    L = a["depth"]
     fig, axes = figures.panels(2, 5, 4.2)
     for ax, key, name in zip(axes, ("last_token", "all_tokens"), ("last token", "all tokens")):
         grid = by_block_size(np.asarray(a["angular_distance"][key]))
         im = ax.imshow(grid, origin="lower", cmap="viridis", vmin=0, aspect="auto",
-                       extent=(-0.5, D - 0.5, 0.5, D + 0.5))
+                       extent=(-0.5, L - 0.5, 0.5, L + 0.5))
         ax.set_xlabel("first layer l (0 = embeddings)")
         ax.set_ylabel("block size n")
         ax.set_title(f"angular distance d(h_l, h_l+n), {name}")
@@ -76,7 +76,7 @@ def lens_curves(runs: list[dict], path: Path) -> Path:
 
 
 def grad_persistence(a: dict, path: Path) -> Path:
-    """Per-layer gradient norms (log scale) with the fitted exp(-(D - l) / tau) line, and tau
+    """Per-layer gradient norms (log scale) with the fitted exp(-(L - l) / tau) line, and tau
     over training."""
     gp = a["grad_persistence"]
     fig, axes = figures.panels(2, 5.5, 4)
@@ -116,12 +116,12 @@ def compare(runs: list[dict], path: Path) -> Path:
     axes = fig.subplots(2, 2)
     for a in runs:
         label = a.get("label") or a["scheme"]
-        D = a["depth"]
-        layers = np.arange(D)
+        L = a["depth"]
+        layers = np.arange(L)
         axes[0, 0].plot(layers, a["angular_distance"]["consecutive_last_token"], marker="o",
                         label=label)
         axes[0, 1].plot(layers, a["layer_removal"]["delta"], marker="o", label=label)
-        axes[1, 0].plot(np.arange(D + 1), a["logit_lens"]["loss"], marker="o", label=label)
+        axes[1, 0].plot(np.arange(L + 1), a["logit_lens"]["loss"], marker="o", label=label)
         if "grad_persistence" in a:
             axes[1, 1].plot(layers, a["grad_persistence"]["grad_norm"]["layer"], marker="o",
                             label=f"{label}, {_fit_label(a['grad_persistence']['fit']['layer'])}")

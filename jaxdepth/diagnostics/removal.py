@@ -3,7 +3,7 @@
 The performance drop when one layer is deleted from a trained model (ShortGPT, Men et al.
 2024, arXiv 2403.03853; LNS, Sun et al. 2025, arXiv 2502.05795): a layer whose removal
 costs nothing contributes nothing. All L + 1 masks (none removed, then each layer alone)
-run through one compiled function: the model's `layer_mask` is an input, not a constant.
+run through one compiled function: the model's `layer_mask_L` is an input, not a constant.
 """
 
 from __future__ import annotations

@@ -7,12 +7,18 @@ reports both go through here."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from pathlib import Path
 
 from jaxdepth.errors import UserError
-from jaxdepth.rundir import ANALYSIS, CONFIG, read_config, read_json, read_metrics, write_json
+from jaxdepth.rundir import (
+    ANALYSIS,
+    CONFIG,
+    jsonable,
+    read_config,
+    read_json,
+    read_metrics,
+    write_json,
+)
 
 DEFAULT_PROMPT = "    def __init__(self"
 
@@ -75,17 +81,6 @@ def load_run(run_dir: Path, step: int | None):
     return cfg, mcfg, state.params, s, corpus
 
 
-def finite_or_null(x):
-    """JSON has no inf/NaN: write null (the accompanying status says why)."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: finite_or_null(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [finite_or_null(v) for v in x]
-    return x
-
-
 def analyze_run(run_dir: Path, *, step: int | None = None, batches: int | None = None,
                 prompt: str = DEFAULT_PROMPT, threshold: float | None = None,
                 progress=None, figures: bool = True) -> dict:
@@ -108,7 +103,7 @@ def analyze_run(run_dir: Path, *, step: int | None = None, batches: int | None =
              n_batches=int(tokens.shape[0]), requested_batches=batches or cfg.train.eval_batches)
     path = run_dir / ANALYSIS
     path.parent.mkdir(exist_ok=True)
-    write_json(path, finite_or_null(a), indent=1)
+    write_json(path, jsonable(a), indent=1)
     if figures:
         a["figures"] = [str(p) for p in plots.all_figures(a, path.parent)]
     return a
@@ -129,4 +124,4 @@ def cached_analysis(run_dir: Path) -> dict:
             and a.get("requested_batches") == cfg["train"]["eval_batches"]
             and a.get("effective_depth", {}).get("removal_threshold") == REMOVAL_THRESHOLD):
         return a
-    return json.loads(json.dumps(finite_or_null(analyze_run(run_dir, figures=False))))
+    return jsonable(analyze_run(run_dir, figures=False))

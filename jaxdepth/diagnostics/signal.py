@@ -5,9 +5,9 @@ Chains (the "rails" tutorial, docs/literature.md §2): a stack without residual 
 without normalisation composes its layers, so its norm explodes (|a| > 1), collapses
 (|a| < 1) or flips sign at every layer (a < 0). `chain` reproduces the tutorial's tables.
 
-`classify(norms, cosines)` labels any trajectory of norms n_0..n_K (K steps), using
+`classify(norms, cosines)` labels any trajectory of norms n_0..n_k (k steps), using
 
-    ratio = n_K / n_0,  rate = ratio ** (1 / K)   (geometric-mean growth per step)
+    ratio = n_k / n_0,  rate = ratio ** (1 / k)   (geometric-mean growth per step)
 
 in this order (the first that holds):
     explode    a norm is inf/nan (overflow)
@@ -15,7 +15,7 @@ in this order (the first that holds):
                (the tutorial's a = -1.2 chain grows in norm but is an oscillation; a
                random rotation, cos ~ 0, is not a flip)
     explode    ratio >= 10 and rate >= 1.1
-    collapse   n_K == 0 (underflow), or ratio <= 1/10 and rate <= 1/1.1
+    collapse   n_k == 0 (underflow), or ratio <= 1/10 and rate <= 1/1.1
     stable     otherwise
 so "explode"/"collapse" need an order of magnitude overall AND at least 10% per step
 (sqrt(l)-like growth of a Pre-LN stream over 128 layers is not called an explosion).
@@ -93,10 +93,10 @@ def consecutive_cosines(states) -> np.ndarray:
         return np.where(denom > 0, dots / denom, np.nan)
 
 
-def classify(norms_K, cosines=None) -> str:
+def classify(norms, cosines=None) -> str:
     """`explode`, `collapse`, `oscillate` or `stable` for a trajectory of norms (thresholds
     in the module docstring); `cosines` between consecutive states, if known."""
-    n = np.asarray(norms_K, np.float64)
+    n = np.asarray(norms, np.float64)
     if not np.all(np.isfinite(n)):
         return "explode"
     if len(n) < 2:

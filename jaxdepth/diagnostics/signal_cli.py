@@ -7,7 +7,6 @@ metrics.jsonl). Prints a table and writes signal.png and signal.json to --out.""
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -77,12 +76,12 @@ def load_run(run_dir: str, step: int | None):
     """(run config, resolved model config, the metrics record at `step` or the last)."""
     from jaxdepth.config import RunConfig, from_dict
     from jaxdepth.errors import UserError
-    from jaxdepth.rundir import read_json, read_metrics
+    from jaxdepth.rundir import read_config, read_metrics, read_status
     from jaxdepth.train.build import resolve_model
 
     d = Path(run_dir)
-    cfg_dict = read_json(d / "config.json")
-    status = read_json(d / "status.json", {})
+    cfg_dict = read_config(d)
+    status = read_status(d)
     records = [r for r in read_metrics(d) if "layers" in r]
     if cfg_dict is None or not records or "vocab_size" not in status:
         raise UserError(f"--run '{run_dir}' is not a run directory with logged steps "
@@ -126,10 +125,9 @@ def chains_text() -> str:
     return "\n".join(out)
 
 
-def _jsonable(p) -> dict:
+def _profile_dict(p) -> dict:
     return dict(scheme=p.scheme, depth=p.depth, width=p.width, when=p.when, summary=p.summary(),
-                stats={k: [None if not math.isfinite(x) else x for x in map(float, v)]
-                       for k, v in p.stats.items()})
+                stats=p.stats)
 
 
 def run(args) -> int:
@@ -139,6 +137,7 @@ def run(args) -> int:
 
     from jaxdepth.diagnostics.signal import profile_from_record, propagate
     from jaxdepth.diagnostics.signal_plot import rms_figure
+    from jaxdepth.rundir import jsonable, write_json
 
     if args.chains:
         print(chains_text(), end="\n\n")
@@ -163,8 +162,9 @@ def run(args) -> int:
              f"{args.init_std:g}, seed {args.seed})\n^ overflow or off the top, "
              "v underflow to 0 or off the bottom")
     png = rms_figure(grid, out / "signal.png", runs, title=title)
-    (out / "signal.json").write_text(json.dumps(
+    write_json(out / "signal.json", jsonable(
         {"args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-         "profiles": [_jsonable(p) for p in grid + [p for r in runs for p in r[:2]]]}, indent=1))
+         "profiles": [_profile_dict(p) for p in grid + [p for r in runs for p in r[:2]]]}),
+        indent=1)
     print(f"wrote {png} and {out / 'signal.json'} in {time.time() - t0:.1f}s")
     return 0

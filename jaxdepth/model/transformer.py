@@ -1,4 +1,5 @@
-"""Decoder-only LM: embed -> nn.scan(Block) over the layer index -> final norm -> logits."""
+"""Decoder-only LM: embed -> (the scheme's embedding norm) -> nn.scan(Block) over the layer
+index -> (the scheme's final norm) -> logits."""
 
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from jaxdepth.errors import UserError
 from jaxdepth.report.markdown import mean_sd
-from jaxdepth.rundir import read_config, read_metrics
+from jaxdepth.rundir import CONFIG, read_config, read_metrics
 from jaxdepth.tables import fmt
 
 
@@ -21,6 +22,10 @@ def flat_rows(out: Path, names: list[str]) -> list[dict]:
     """Results rows of run directories OUT/<name> that are not part of a sweep."""
     from jaxdepth.sweep.results import run_row
 
+    missing = [n for n in names if read_config(out / n) is None]
+    if missing:
+        raise UserError(f"'{out}' lists runs that have no {CONFIG}: {', '.join(missing)} "
+                        "(never started, or not this directory's)")
     return [{**run_row(read_config(out / n), out / n), "run_dir": str(out / n)} for n in names]
 
 

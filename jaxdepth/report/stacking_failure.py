@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxdepth.diagnostics import signal as S
+from jaxdepth.errors import UserError
 from jaxdepth.report.specs import CONTRAST_SCHEMES, NAIVE_SCHEME, SIGNAL
 from jaxdepth.rundir import read_json, write_json
 from jaxdepth.tables import table
@@ -74,6 +75,9 @@ def report(out: Path, meta: dict, rows=None) -> str:
     from jaxdepth.diagnostics.signal_plot import rms_figure
 
     data = read_json(out / "signal.json")
+    if data is None:
+        raise UserError(f"'{out}' holds no signal.json: run `python experiments/"
+                        "stacking_failure.py` (or with --out) to propagate the models first")
     profs = [S.Profile(p["label"], p["depth"], p["width"], "init",
                        {k: np.asarray(v, np.float64) for k, v in p["stats"].items()})
              for p in data["profiles"]]

@@ -11,12 +11,14 @@ Epoch AI; replication fit arXiv 2404.10102):
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
+from textwrap import indent
 
 from jaxdepth.errors import UserError
+from jaxdepth.rundir import jsonable, write_json
 from jaxdepth.scaling.table import DEFAULT_COLUMNS
+from jaxdepth.tables import fmt, table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,20 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if hasattr(x, "tolist"):
-        return _jsonable(x.tolist())
-    if isinstance(x, float) and not math.isfinite(x):
-        return None  # JSON has no NaN/inf; null means "none" (e.g. no critical depth)
-    return x
-
-
 def _fmt(v) -> str:
-    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.4g}"
+    """A fitted value: '-' when there is none (null / NaN / inf: e.g. no critical depth)."""
+    return fmt(None if isinstance(v, float) and not math.isfinite(v) else v, ".4g")
 
 
 def _print_summary(s: dict) -> None:
@@ -84,11 +75,13 @@ def _print_summary(s: dict) -> None:
         print(f"  warning: {w}")
     ivs = s.get("bootstrap", {}).get("intervals", {})
     level = s.get("bootstrap", {}).get("level", 0.95)
-    print(f"  {'param':<16}{'value':>12}   {int(level * 100)}% interval")
-    for k, v in s["fit"]["natural"].items():
-        iv = ivs.get(k)
-        span = f"({_fmt(iv['lo'])}, {_fmt(iv['hi'])})" if iv else ""
-        print(f"  {k:<16}{_fmt(v):>12}   {span}")
+    rows = [{"param": k, "value": v,
+             "interval": f"({_fmt(ivs[k]['lo'])}, {_fmt(ivs[k]['hi'])})" if k in ivs else ""}
+            for k, v in s["fit"]["natural"].items()]
+    interval = f"{int(level * 100)}% interval"
+    print(indent(table(rows, ["param", "value", "interval"], {"value": _fmt, "interval": str},
+                       style="text", headers={"interval": interval}, align={"value": ">"}),
+                 "  "))
     f = s["fit"]
     print(f"  objective {f['objective']:.6g}  R^2 {f['r2']:.4f}  starts {f['n_starts']}  "
           f"fit {f['timings_s']['total_s']:.1f} s")
@@ -160,7 +153,7 @@ def run(args) -> int:
         files.append(plots.iso_compute(a.result, sorted({lo, (lo * hi) ** 0.5, hi}),
                                        out / "iso_compute.png"))
         a.summary["plots"] = [p.name for p in files]
-    (out / "fit.json").write_text(json.dumps(_jsonable(a.summary), indent=2))
+    write_json(out / "fit.json", jsonable(a.summary))
     _print_summary(a.summary)
     print(f"wrote {out / 'fit.json'}" + (f" and {len(a.summary['plots'])} plots"
                                           if "plots" in a.summary else ""))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jaxdepth.config import ModelConfig, RunConfig, from_dict, to_dict
-from jaxdepth.rundir import read_json, read_metrics
+from jaxdepth.rundir import read_metrics, read_status
 from jaxdepth.sweep import shapes
 from jaxdepth.sweep.results import median_tokens_per_s
 from jaxdepth.tables import table
@@ -63,7 +63,7 @@ def flops_per_token(cfg: RunConfig, n_params: int) -> float:
 
 def reference_from_run(cfg: RunConfig, run_dir: Path) -> Reference | None:
     """A throughput reference from a finished run directory, or None."""
-    status = read_json(run_dir / "status.json", {})
+    status = read_status(run_dir)
     tps = median_tokens_per_s(read_metrics(run_dir))
     if status.get("status") != "done" or not math.isfinite(tps) or not status.get("tokens"):
         return None
@@ -113,7 +113,7 @@ def plan_rows(runs: list[RunConfig], out_dir: Path, calibrate_ok: bool = True):
     rows = []
     for cfg in runs:
         sizes = planned(cfg)
-        st = read_json(out_dir / "runs" / cfg.name / "status.json", {})
+        st = read_status(out_dir / "runs" / cfg.name)
         rows.append(dict(run_id=cfg.name, scheme=cfg.model.scheme, depth=cfg.model.depth,
                          width=cfg.model.width, heads=cfg.model.heads, lr=cfg.train.lr,
                          seed=cfg.train.seed, steps=cfg.train.steps, **sizes,

@@ -21,7 +21,7 @@ import numpy as np
 from jaxdepth.config import RunConfig, from_dict, get_dotted
 from jaxdepth.diagnostics.grad_persistence import fit_grad_persistence, layer_grad_norms
 from jaxdepth.diagnostics.signal import profile_from_record
-from jaxdepth.rundir import read_json, read_metrics
+from jaxdepth.rundir import read_json, read_metrics, read_status
 from jaxdepth.sweep import shapes
 
 # A layer whose attention and FFN updates are both below 5% of the residual stream's RMS
@@ -74,7 +74,7 @@ def run_row(cfg_dict: dict, run_dir: Path, extra_keys=()) -> dict:
     not started: status "pending", total_params and losses empty)."""
     cfg = from_dict(RunConfig, cfg_dict)
     m, d = cfg.model, cfg.data
-    status = read_json(run_dir / "status.json", {})
+    status = read_status(run_dir)
     records = [r for r in read_metrics(run_dir) if r.get("step", 0) <= status.get("step", 0)]
     row = {"run_id": run_dir.name, "name": cfg.name}
     row.update({col: get_dotted(cfg_dict, key) for col, key in CONFIG_COLUMNS.items()})

@@ -16,10 +16,11 @@ from tqdm.auto import tqdm
 
 from jaxdepth.config import RunConfig, to_dict
 from jaxdepth.errors import UserError
-from jaxdepth.rundir import read_json, write_json
+from jaxdepth.rundir import STATUS, read_json, read_status, write_json
 from jaxdepth.sweep.claim import try_claim
 from jaxdepth.sweep.results import results_table
 from jaxdepth.sweep.spec import SweepSpec, expand, load_spec
+from jaxdepth.tables import fmt
 
 
 def default_out(spec: SweepSpec) -> Path:
@@ -58,10 +59,6 @@ def write_index(out_dir: Path, spec: SweepSpec, runs: list[RunConfig]) -> None:
     write_json(out_dir / "sweep.json", index, indent=1)
 
 
-def _fmt(x) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
-
-
 def run_one(cfg: RunConfig, run_dir: Path, *, progress: bool, claim_timeout: float,
             say) -> str:
     """Claim, train (or resume) and release one run; returns what happened."""
@@ -74,7 +71,7 @@ def run_one(cfg: RunConfig, run_dir: Path, *, progress: bool, claim_timeout: flo
 
     try:
         claim.start_heartbeat(max(0.5, min(10.0, claim_timeout / 4)))
-        status = read_json(run_dir / "status.json", {})
+        status = read_status(run_dir)
         if is_finished(status, cfg):  # finished by another worker since we looked
             return status["status"]
         start = latest_checkpoint_step(run_dir)
@@ -86,12 +83,12 @@ def run_one(cfg: RunConfig, run_dir: Path, *, progress: bool, claim_timeout: flo
         except Exception as e:  # noqa: BLE001 - one broken run must not stop the sweep
             msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
             (run_dir / "error.txt").write_text(traceback.format_exc())
-            status = {**read_json(run_dir / "status.json", {}), "status": "failed", "error": msg}
-            write_json(run_dir / "status.json", status)
+            status = {**read_status(run_dir), "status": "failed", "error": msg}
+            write_json(run_dir / STATUS, status)
             say(f"failed: {msg} (traceback in {run_dir / 'error.txt'})")
             return "failed"
-        say(f"{st['status']} at step {st['step']}: loss {_fmt(st.get('final_loss'))}, "
-            f"val {_fmt(st.get('final_val_loss'))}, {st.get('wall_time_s', 0):.1f}s")
+        say(f"{st['status']} at step {st['step']}: loss {fmt(st.get('final_loss'))}, "
+            f"val {fmt(st.get('final_val_loss'))}, {st.get('wall_time_s', 0):.1f}s")
         return st["status"]
     finally:
         claim.release()
@@ -116,7 +113,7 @@ def run_sweep(spec: SweepSpec | str | Path | dict, out_dir: str | Path | None = 
         def say(msg, _k=k, _id=cfg.name):
             tqdm.write(f"[{_k}/{len(mine)}] {_id}: {msg}")
 
-        status = read_json(run_dir / "status.json", {})
+        status = read_status(run_dir)
         if is_finished(status, cfg):
             say(f"{status['status']} already, skipped")
             continue

@@ -176,7 +176,8 @@ def run_id(cfg: RunConfig) -> str:
 
 def param_measure(spec: SweepSpec, model: dict):
     """N(depth) at this model's width: 12 D W^2, or the exact non-embedding count (affine in
-    depth: per-layer parameters times D plus the final norm, from depths 1 and 2)."""
+    depth: per-layer parameters times D plus what sits outside the layers, such as the final
+    and embedding norms, from depths 1 and 2)."""
     if spec.param_count == "kaplan":
         return lambda d: shapes.kaplan_params(d, model["width"])
     mcfg = from_dict(RunConfig, {"model": model}).model

@@ -36,7 +36,8 @@ def run(args) -> int:
     st = train(cfg, run_dir, progress=not args.no_progress)
     loss = st.get("final_loss")
     val = st.get("final_val_loss")
-    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
+    from jaxdepth.tables import fmt
+
     print(f"{st['status']}: step {st['step']}, train loss {fmt(loss)}, val loss {fmt(val)}, "
           f"{st.get('wall_time_s', 0):.1f}s -> {run_dir}")
     return 0

@@ -24,7 +24,15 @@ from jaxdepth.config import RunConfig, TrainConfig, check_paths, to_dict
 from jaxdepth.data.pipeline import load_corpus, train_iterator, val_batches
 from jaxdepth.errors import UserError
 from jaxdepth.model import count_params
-from jaxdepth.rundir import append_metrics, read_json, truncate_metrics, write_json
+from jaxdepth.rundir import (
+    CONFIG,
+    STATUS,
+    append_metrics,
+    read_config,
+    read_status,
+    truncate_metrics,
+    write_json,
+)
 from jaxdepth.train.build import build, resolve_model
 
 # TrainConfig fields `build` does not read: neutral values in its cache key, so that runs
@@ -65,7 +73,7 @@ def params_from_run(src_dir: str | Path, abstract_params):
 def check_same_run(run_dir: Path, cfg_dict: dict) -> None:
     """A run directory belongs to one configuration; only `train.steps` may change
     (to extend a finished run), and `parallel` (a resumed run reshards onto a new mesh)."""
-    old = read_json(run_dir / "config.json")
+    old = read_config(run_dir)
     if old is None:
         return
     a = {**old, "train": {**old["train"], "steps": None}, "parallel": None}
@@ -109,7 +117,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
     cfg_dict = to_dict(cfg)
     check_same_run(run_dir, cfg_dict)
     t_cfg, d_cfg = cfg.train, cfg.data
-    status = read_json(run_dir / "status.json", {})
+    status = read_status(run_dir)
     finished = status.get("status") == "done" and status.get("step", 0) >= t_cfg.steps
     if finished or status.get("status") == "diverged":  # a diverged run is a result
         return status
@@ -124,7 +132,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
     val = [parallel.global_batch({"tokens": v}, b.batch_sharding)
            for v in val_batches(corpus, d_cfg, t_cfg.eval_batches, pid, pcount)]
     if is_writer:  # after the mesh and batch checks, so a rejected config leaves no trace
-        write_json(run_dir / "config.json", cfg_dict)
+        write_json(run_dir / CONFIG, cfg_dict)
         tok.save(run_dir / "tokenizer.json")
 
     mngr = checkpoint.manager(run_dir, t_cfg.keep_checkpoints)
@@ -149,7 +157,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
                 tokens_per_step=tokens_per_step)
     status = {**status, **base, "status": "running", "step": start}
     if is_writer:
-        write_json(run_dir / "status.json", status)
+        write_json(run_dir / STATUS, status)
     tb = None
     if is_writer:
         from tensorboardX import SummaryWriter
@@ -212,7 +220,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
         status.update(tokens=status["step"] * tokens_per_step,
                       wall_time_s=status.get("wall_time_s", 0.0) + time.time() - t0)
         if is_writer:
-            write_json(run_dir / "status.json", status)
+            write_json(run_dir / STATUS, status)
             tb.close()
     return status
 

@@ -42,7 +42,8 @@ def layer_multipliers(mcfg, tcfg) -> jnp.ndarray:
 def scale_by_layer(mcfg, tcfg) -> optax.GradientTransformation:
     """Multiply updates of layer l by `layer_multipliers[l]` (leading axis of the stacked
     params under `layers`, or `layers_<l>` when unrolled); with `train_last_layers`,
-    updates outside the layers are zeroed except the final norm (frozen embeddings)."""
+    updates outside the layers are zeroed except the final norm: the embeddings are frozen,
+    and with them Peri-LN's embedding norm, which normalises their output."""
     mult = layer_multipliers(mcfg, tcfg)
     frozen_outside = tcfg.train_last_layers > 0
 

@@ -26,7 +26,7 @@ def lm_loss(logits_BTV, targets_BT, pad_id: int):
 
 
 def split_batch(tokens_BS):
-    """(B, S) packed windows -> inputs (B, S), targets (B, S)."""
+    """(B, S) packed windows (S = T + 1) -> inputs (B, T), targets (B, T)."""
     return tokens_BS[:, :-1], tokens_BS[:, 1:]
 
 
