@@ -94,13 +94,14 @@ def analyze_run(run_dir: Path, *, step: int | None = None, batches: int | None =
     run_dir = Path(run_dir)
     cfg, mcfg, params, s, corpus = load_run(run_dir, step)
     tok = corpus.tokenizer
-    tokens = val_batches(corpus, cfg.data, batches or cfg.train.eval_batches)
+    requested = batches or cfg.train.eval_batches
+    tokens = val_batches(corpus, cfg.data, requested)
     a = analyze(params, mcfg, tokens, tok.pad_id, records=read_metrics(run_dir), step=s,
                 prompt_ids=tok.encode(prompt)[-cfg.data.seq_len:], decode=tok.decode,
                 progress=progress,
                 threshold=REMOVAL_THRESHOLD if threshold is None else threshold)
     a.update(label=run_dir.name, run_dir=str(run_dir), prompt=prompt,
-             n_batches=int(tokens.shape[0]), requested_batches=batches or cfg.train.eval_batches)
+             n_batches=int(tokens.shape[0]), requested_batches=requested)
     path = run_dir / ANALYSIS
     path.parent.mkdir(exist_ok=True)
     write_json(path, jsonable(a), indent=1)
