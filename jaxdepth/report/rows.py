@@ -22,11 +22,12 @@ def flat_rows(out: Path, names: list[str]) -> list[dict]:
     """Results rows of run directories OUT/<name> that are not part of a sweep."""
     from jaxdepth.sweep.results import run_row
 
-    missing = [n for n in names if read_config(out / n) is None]
+    configs = {n: read_config(out / n) for n in names}
+    missing = [n for n, c in configs.items() if c is None]
     if missing:
         raise UserError(f"'{out}' lists runs that have no {CONFIG}: {', '.join(missing)} "
                         "(never started, or not this directory's)")
-    return [{**run_row(read_config(out / n), out / n), "run_dir": str(out / n)} for n in names]
+    return [{**run_row(c, out / n), "run_dir": str(out / n)} for n, c in configs.items()]
 
 
 def finished(rows, **match) -> list[dict]:
