@@ -14,6 +14,7 @@ from jaxdepth.errors import UserError
 # verb -> (module implementing it, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
     "train": ("jaxdepth.train.cli", "train one run from a YAML config (resumes in its run dir)"),
+    "prepare": ("jaxdepth.data.cli", "tokenize corpora into memory-mapped shards + manifest"),
     "quickstart": ("jaxdepth.quickstart", "pre vs lns at two depths on the embedded corpus"),
     "signal": ("jaxdepth.diagnostics.signal_cli", "signal propagation through depth, per scheme"),
     "analyze": ("jaxdepth.diagnostics.cli", "per-layer analysis of a trained run"),

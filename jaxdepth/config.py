@@ -24,9 +24,8 @@ NORMS = ("rmsnorm", "layernorm")
 FFNS = ("swiglu", "gelu")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 DTYPES = ("float32", "bfloat16", "float16")
-TOKENIZERS = ("byte", "bpe")
 CHOICES = {"model.norm": NORMS, "model.ffn": FFNS, "model.remat": REMAT_POLICIES,
-           "model.dtype": DTYPES, "data.tokenizer": TOKENIZERS}
+           "model.dtype": DTYPES}
 
 
 @dataclass(frozen=True)
@@ -65,10 +64,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "stdlib"  # stdlib | path to a text file, a directory of text files, a .jsonl
-    text_field: str = "text"  # JSONL field holding the document text
-    tokenizer: str = "byte"  # one of TOKENIZERS
-    bpe_vocab_size: int = 2048
+    # a directory made by `jaxdepth prepare`, or a raw source prepared into cache_dir on first
+    # use: stdlib (the embedded corpus), a text file, a directory, .jsonl(.gz/.zst), .parquet
+    source: str = "stdlib"
+    text_field: str = "text"  # JSONL / Parquet / datasets field holding the document text
+    tokenizer: str = "byte"  # byte | bpe | bpe:<vocab> | path to a tokenizer.json or its dir
+    bpe_vocab_size: int = 2048  # for tokenizer "bpe"
     seq_len: int = 128
     batch_size: int = 16  # global batch, in sequences
     val_fraction: float = 0.05  # fraction of documents (files) held out for validation
@@ -237,6 +238,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Check values that types alone cannot; each failure is one line naming the key."""
+    from jaxdepth.data.tokenizers import parse_spec  # registry lives with the data
     from jaxdepth.model.schemes import SCHEMES  # registry lives with the model
 
     m, d, t = cfg.model, cfg.data, cfg.train
@@ -279,6 +281,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     for ok, msg in checks:
         if not ok:
             raise UserError(msg)
+    parse_spec(d.tokenizer, d.bpe_vocab_size)  # a UserError naming the valid kinds
     return cfg
 
 
@@ -291,9 +294,15 @@ def check_paths(cfg: RunConfig) -> RunConfig:
                         f"(expected {t.init_from}/checkpoints/<step>)")
     if d.source != "stdlib" and not Path(d.source).expanduser().exists():
         raise UserError(
-            f"data.source '{d.source}' does not exist; give 'stdlib' (the embedded corpus), "
-            "a text file, a directory of text files, or a .jsonl file"
-        )
+            f"data.source '{d.source}' does not exist; give 'stdlib' (the embedded corpus), a "
+            "directory made by `jaxdepth prepare`, a text file, a directory of text files, or a "
+            ".jsonl / .parquet file")
+    from jaxdepth.data.tokenizers import parse_spec
+
+    kind, arg = parse_spec(d.tokenizer, d.bpe_vocab_size)
+    if kind == "pretrained" and not Path(arg).expanduser().exists():
+        raise UserError(f"data.tokenizer '{d.tokenizer}' does not exist; give a tokenizer.json "
+                        "or a directory holding one, or byte / bpe / bpe:<vocab>")
     return cfg
 
 

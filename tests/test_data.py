@@ -37,7 +37,8 @@ def test_stdlib_corpus_split_by_file(stdlib_corpus):
     assert stdlib_corpus.n_val_docs == len(val)
     assert stdlib_corpus.n_train_docs + stdlib_corpus.n_val_docs == len(keys)
     eos = stdlib_corpus.tokenizer.eos_id
-    assert int((stdlib_corpus.val == eos).sum()) == len(val)  # one EOS per document
+    val_ids = stdlib_corpus.val.read(0, len(stdlib_corpus.val))
+    assert int((val_ids == eos).sum()) == len(val)  # one EOS per document
 
 
 def test_deterministic_from_seed(stdlib_corpus):
@@ -125,7 +126,7 @@ def test_bpe_tokenizer_trains_and_round_trips(tmp_path):
     text = "def f3(x):\n    return x + 3\n"
     ids = tok.encode(text)
     assert tok.decode(ids) == text and len(ids) < len(text.encode())
-    assert len(list((tmp_path / "cache").glob("tokenizer-*.json"))) == 1  # cached
+    assert len(list((tmp_path / "cache").glob("prepared-*/tokenizer.json"))) == 1  # cached
 
 
 @pytest.mark.parametrize("setup, words", [

@@ -1,5 +1,7 @@
-"""grain pipeline: documents -> tokens (cached) -> packed windows -> shuffle -> batch,
-deterministic from a seed, sharded by JAX process, with a checkpointable iterator."""
+"""grain pipeline: a prepared corpus (memory-mapped token shards) -> packed windows ->
+shuffle -> batch, deterministic from a seed, sharded by JAX process, with a checkpointable
+iterator. A raw source (the embedded corpus, a text file, a directory, JSONL, ...) is
+prepared into the cache on first use, so every run reads through the same path."""
 
 from __future__ import annotations
 
@@ -12,20 +14,30 @@ from pathlib import Path
 import grain
 import numpy as np
 
-from jaxdepth.data.sources import is_validation, iter_docs, source_signature
-from jaxdepth.data.tokenizers import BPETokenizer, ByteTokenizer
+from jaxdepth.data import shards
+from jaxdepth.data.shards import TokenStream, Windows, num_windows, window
+from jaxdepth.data.sources import source_fingerprint
+from jaxdepth.data.tokenizers import from_saved, parse_spec, pretrained_identity
 from jaxdepth.errors import UserError
 
 
 @dataclass(frozen=True)
 class Corpus:
-    """Token streams with an EOS after every document (documents never straddle the split)."""
+    """A prepared corpus's two splits as token streams (an EOS after every document;
+    documents never straddle the split), its tokenizer and where it lives."""
 
-    train: np.ndarray
-    val: np.ndarray
+    train: TokenStream
+    val: TokenStream
     tokenizer: object
-    n_train_docs: int
-    n_val_docs: int
+    directory: Path
+
+    @property
+    def n_train_docs(self) -> int:
+        return self.train.n_docs
+
+    @property
+    def n_val_docs(self) -> int:
+        return self.val.n_docs
 
 
 def cache_dir(dcfg) -> Path:
@@ -34,51 +46,50 @@ def cache_dir(dcfg) -> Path:
     return d
 
 
-def _encode_docs(docs, tokenizer, val_fraction):
-    streams = {True: [], False: []}
-    counts = {True: 0, False: 0}
-    eos = np.asarray([tokenizer.eos_id], np.int32)
-    for key, text in docs:
-        if not text:
-            continue
-        v = is_validation(key, val_fraction)
-        streams[v] += [tokenizer.encode(text), eos]
-        counts[v] += 1
-    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-    cat = lambda xs: np.concatenate(xs).astype(dtype) if xs else np.zeros(0, dtype)  # noqa: E731
-    return cat(streams[False]), cat(streams[True]), counts[False], counts[True]
+def prepared_dir(dcfg) -> Path:
+    """`data.source` itself when it is a prepared directory; else the cache directory that
+    the raw source is prepared into (keyed by its contents, tokenizer, split and field)."""
+    if shards.is_prepared(dcfg.source):
+        return Path(dcfg.source).expanduser()
+    kind, arg = parse_spec(dcfg.tokenizer, dcfg.bpe_vocab_size)
+    tok_key = pretrained_identity(arg) if kind == "pretrained" else f"{kind}{arg}"
+    key = hashlib.sha1(f"{shards.FORMAT}|{source_fingerprint(dcfg.source)}|{tok_key}|"
+                       f"{dcfg.val_fraction}|{dcfg.text_field}".encode()).hexdigest()[:16]
+    return cache_dir(dcfg) / f"prepared-{key}"
 
 
-def load_corpus(dcfg) -> Corpus:
-    """Tokenize the source once and cache it, keyed by source contents (Python version
-    for the embedded corpus), tokenizer and split; later runs load in well under a second."""
-    sig = source_signature(dcfg.source)
-    tok_key = "byte" if dcfg.tokenizer == "byte" else f"bpe{dcfg.bpe_vocab_size}"
-    key = hashlib.sha1(f"{sig}|{tok_key}|{dcfg.val_fraction}|{dcfg.text_field}".encode()).hexdigest()[:16]
-    d = cache_dir(dcfg)
-    path, tok_path = d / f"corpus-{key}.npz", d / f"tokenizer-{key}.json"
-    if dcfg.tokenizer == "byte":
-        tokenizer = ByteTokenizer()
-    elif tok_path.exists():
-        tokenizer = BPETokenizer.load(tok_path)
-    else:
-        texts = (t for k, t in iter_docs(dcfg.source, dcfg.text_field)
-                 if not is_validation(k, dcfg.val_fraction))
-        tokenizer = BPETokenizer.train(texts, dcfg.bpe_vocab_size)
-        tokenizer.save(tok_path)
-    if path.exists():
-        z = np.load(path)
-        corpus = Corpus(z["train"], z["val"], tokenizer, int(z["n_train"]), int(z["n_val"]))
-    else:
-        train, val, nt, nv = _encode_docs(iter_docs(dcfg.source, dcfg.text_field), tokenizer,
-                                          dcfg.val_fraction)
-        corpus = Corpus(train, val, tokenizer, nt, nv)
-        if nt and nv:  # cache only usable corpora; write atomically
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-            np.savez(tmp, train=train, val=val, n_train=nt, n_val=nv)
-            os.replace(tmp, path)
+def load_corpus(dcfg, progress: bool | None = False) -> Corpus:
+    """The corpus `dcfg` names, prepared on first use (tokenized in this process; later
+    runs open the shards in well under a second). Nothing is read into memory."""
+    d = prepared_dir(dcfg)
+    if d != Path(dcfg.source).expanduser() and not shards.is_complete(d):
+        from jaxdepth.data.prepare import prepare
+
+        prepare([dcfg.source], d, tokenizer=dcfg.tokenizer, bpe_vocab_size=dcfg.bpe_vocab_size,
+                text_field=dcfg.text_field, val_fraction=dcfg.val_fraction, workers=0,
+                progress=progress)
+    m = shards.read_manifest(d)
+    check_tokenizer(m, dcfg, d)
+    t = m["tokenizer"]
+    tok = from_saved(t["kind"], t["spec"], d, t["eos_id"], t["bos_id"], t["pad_id"])
+    corpus = Corpus(shards.open_split(d, m, "train"), shards.open_split(d, m, "val"), tok, d)
     check_corpus(corpus, dcfg)
     return corpus
+
+
+def check_tokenizer(manifest: dict, dcfg, directory: Path) -> None:
+    """A prepared corpus must have been made with the tokenizer the config asks for."""
+    t = manifest["tokenizer"]
+    kind, arg = parse_spec(dcfg.tokenizer, dcfg.bpe_vocab_size)
+    if kind == "pretrained":
+        same = t["kind"] == "pretrained" and t["identity"] == pretrained_identity(arg)
+    else:
+        same = t["kind"] == kind and t["spec"] == (f"bpe:{arg}" if kind == "bpe" else kind)
+    if not same:
+        raise UserError(
+            f"'{directory}' was prepared with tokenizer '{t['spec']}' ({t['identity']}), but "
+            f"data.tokenizer is '{dcfg.tokenizer}'; set data.tokenizer={t['spec']} or prepare "
+            f"again with --tokenizer {dcfg.tokenizer}")
 
 
 def check_corpus(corpus: Corpus, dcfg) -> None:
@@ -94,16 +105,6 @@ def check_corpus(corpus: Corpus, dcfg) -> None:
                 "data.seq_len" + (", or a larger data.val_fraction" if split == "validation" else ""))
 
 
-def num_windows(stream: np.ndarray, seq_len: int) -> int:
-    return (len(stream) - 1) // seq_len
-
-
-def _window(stream: np.ndarray, seq_len: int, i) -> np.ndarray:
-    """Packed sequence i: seq_len + 1 tokens (inputs and shifted targets), documents
-    concatenated with EOS between them (GPT-2 style packing)."""
-    return stream[i * seq_len: i * seq_len + seq_len + 1].astype(np.int32)
-
-
 def per_process_batch(batch_size: int, process_count: int) -> int:
     if batch_size % process_count:
         raise UserError(
@@ -116,12 +117,10 @@ def train_dataset(corpus: Corpus, dcfg, process_index: int = 0, process_count: i
     """grain MapDataset of this process's batches `{"tokens": int32 (b, S)}`, b = B /
     process_count rows, endless: windows reshuffled every epoch from `dcfg.seed`, then
     dealt round-robin to processes."""
-    T = dcfg.seq_len
-    stream = corpus.train
-    ds = (grain.MapDataset.range(num_windows(stream, T))
+    ds = (grain.MapDataset.source(Windows(corpus.train, dcfg.seq_len))
           .shuffle(seed=dcfg.seed)
           .repeat(None)
-          .map(lambda i: {"tokens": _window(stream, T, i)}))
+          .map(lambda w: {"tokens": w}))
     ds = ds[process_index::process_count]
     return ds.batch(per_process_batch(dcfg.batch_size, process_count), drop_remainder=True)
 
@@ -154,6 +153,6 @@ def val_batches(corpus: Corpus, dcfg, n_batches: int, process_index: int = 0,
             f"{n // B} so that no window counts twice", stacklevel=2)
         n_batches = n // B
     idx = np.linspace(0, n - 1, n_batches * B).round().astype(int)  # step >= 1: distinct
-    windows = np.stack([_window(corpus.val, T, i) for i in idx]).reshape(n_batches, B, T + 1)
+    windows = np.stack([window(corpus.val, T, int(i)) for i in idx]).reshape(n_batches, B, T + 1)
     b = per_process_batch(B, process_count)
     return windows[:, process_index * b:(process_index + 1) * b]

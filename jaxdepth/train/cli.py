@@ -38,6 +38,7 @@ def run(args) -> int:
     val = st.get("final_val_loss")
     from jaxdepth.tables import fmt
 
-    print(f"{st['status']}: step {st['step']}, train loss {fmt(loss)}, val loss {fmt(val)}, "
-          f"{st.get('wall_time_s', 0):.1f}s -> {run_dir}")
+    print(f"{st['status']}: step {st['step']}, train loss {fmt(loss)}, val loss {fmt(val)} "
+          f"({fmt(st.get('final_val_bpb'))} bits/byte), {st.get('wall_time_s', 0):.1f}s -> "
+          f"{run_dir}")
     return 0

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from jaxdepth import checkpoint, parallel
 from jaxdepth.config import RunConfig, TrainConfig, check_paths, to_dict
 from jaxdepth.data.pipeline import load_corpus, train_iterator, val_batches
+from jaxdepth.data.shards import bits_per_byte
 from jaxdepth.errors import UserError
 from jaxdepth.model import count_params
 from jaxdepth.rundir import (
@@ -124,7 +125,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
     pid, pcount = jax.process_index(), jax.process_count()
     is_writer = pid == 0
 
-    corpus = load_corpus(d_cfg)
+    corpus = load_corpus(d_cfg, progress=None if progress and is_writer else False)
     tok = corpus.tokenizer
     mcfg = resolve_model(cfg.model, tok.vocab_size)
     b = build(mcfg, build_key(t_cfg), cfg.parallel, d_cfg.seq_len, tok.pad_id, mesh)
@@ -183,10 +184,13 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
                     now = time.time()
                     rec["tokens_per_s"] = (step - step_last) * tokens_per_step / (now - t_last)
                     t_last, step_last = now, step
+                    rec["bpb"] = bits_per_byte(rec["loss"], corpus.train.bytes_per_token)
                     if (t_cfg.eval_every and step % t_cfg.eval_every == 0) or final:
                         rec["val_loss"] = evaluate(state.params)
+                        rec["val_bpb"] = bits_per_byte(rec["val_loss"],
+                                                       corpus.val.bytes_per_token)
                     diverged = not math.isfinite(rec["loss"]) or rec["loss"] > diverge_at
-                    last.update({k: rec[k] for k in ("loss", "val_loss") if k in rec})
+                    last.update({k: rec[k] for k in ("loss", "val_loss", "val_bpb") if k in rec})
                     if is_writer:
                         append_metrics(run_dir, rec)
                         _tensorboard(tb, rec)
@@ -207,7 +211,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
                     break
             else:
                 status.update(status="done", step=step, final_loss=last.get("loss"),
-                              final_val_loss=last.get("val_loss"))
+                              final_val_loss=last.get("val_loss"),
+                              final_val_bpb=last.get("val_bpb"))
     except KeyboardInterrupt:
         if step not in mngr.all_steps():
             checkpoint.save(mngr, step, state, data_iter, cfg_dict)
