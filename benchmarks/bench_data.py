@@ -184,7 +184,7 @@ def main(argv=None) -> int:
         r = res["memory"] = bench_memory(work, big, args.steps)
         (small, a), (large, b) = r.items()
         print(f"train peak RSS: {small} {a['peak_rss_mb']:.0f} MB, {large} "
-              f"{b['peak_rss_mb']:.0f} MB: +{b['peak_rss_mb'] - a['peak_rss_mb']:.0f} MB "
+              f"{b['peak_rss_mb']:.0f} MB: {b['peak_rss_mb'] - a['peak_rss_mb']:+.0f} MB "
               f"(target <= 200); first batch {a['first_batch_s']:.2f} s / "
               f"{b['first_batch_s']:.2f} s (target < 5)")
     if "pipeline" in only:
