@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
                    help="fraction of documents held out by hash (default 0.05)")
     p.add_argument("--workers", type=int, default=None,
                    help="tokenizing processes (default: this machine's cores; 0: in this process)")
-    p.add_argument("--shard-mb", type=float, default=64.0, help="text per shard, MB (default 64)")
+    p.add_argument("--shard-mb", type=float, default=16.0, help="text per shard, MB (default 16)")
     p.add_argument("--utf8", choices=UTF8_MODES, default="replace",
                    help="invalid UTF-8: replace (counted in the manifest) or strict (an error)")
     for name in ("eos", "bos"):
@@ -58,7 +58,8 @@ def run(args) -> int:
     print(f"tokenizer {tok['spec']} ({tok['identity']}), vocab {tok['vocab_size']}, "
           f"EOS {tok['eos_id']}, BOS {tok['bos_id']}; {m['dtype']} shards in {args.out}")
     print(f"invalid UTF-8: {text['replacements']} replacements in {text['replaced_docs']} "
-          f"documents ({text['utf8']}); {text['skipped_files']} binary files skipped")
+          f"documents ({text['utf8']}); {text['skipped_files']} files skipped (binary, or stdlib "
+          "files that are not UTF-8)")
     print(f"{n} tokens in {dt:.1f} s ({n / max(dt, 1e-9):,.0f} tokens/s); train on it with "
           f"data.source={args.out} data.tokenizer={tok['spec']}")
     return 0

@@ -38,7 +38,7 @@ from jaxdepth.data.tokenizers import from_saved, load_tokenizer, parse_spec
 from jaxdepth.errors import UserError
 from jaxdepth.rundir import write_json
 
-SHARD_BYTES = 64 << 20  # text per chunk: a shard of ~16M BPE tokens, ~1 s of one core's work
+SHARD_BYTES = 16 << 20  # text per chunk: a shard of ~4M BPE tokens, several s of one core
 ENCODE_BATCH = 256  # documents per encode_batch call (bounds the tokenizer's temporaries)
 
 
