@@ -233,3 +233,22 @@ def test_cli_prepare_prints_the_summary(corpus_gz, tmp_path, capsys):
                      "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "bytes/token" in out and "tokens/s" in out and f"data.source={tmp_path / 'o'}" in out
+
+
+def test_streams_past_the_open_descriptor_limit_read_the_same(prepared, monkeypatch):
+    m = shards.read_manifest(prepared)
+    whole = stream(prepared, "train")
+    monkeypatch.setattr(shards, "MAX_OPEN", 1)  # shards past the first: opened per read
+    s = shards.open_split(prepared, m, "train")
+    np.testing.assert_array_equal(s.read(0, len(s)), whole)
+    assert len(s._fds) == 1
+
+
+def test_out_inside_a_source_or_a_source_twice_is_refused(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("hello world")
+    with pytest.raises(UserError, match="overlaps the source"):
+        prep.prepare([str(tmp_path / "docs")], tmp_path / "docs" / "out", workers=0)
+    with pytest.raises(UserError, match="both a source and a --val-source"):
+        prep.prepare([str(tmp_path / "docs")], tmp_path / "o", workers=0,
+                     val_sources=[str(tmp_path / "docs")])

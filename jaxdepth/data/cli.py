@@ -38,8 +38,11 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from jaxdepth.data.prepare import prepare
+    from jaxdepth.errors import UserError
     from jaxdepth.tables import table
 
+    if args.shard_mb <= 0:
+        raise UserError(f"--shard-mb must be positive, got {args.shard_mb}")
     t0 = time.time()
     m = prepare(args.sources, args.out, tokenizer=args.tokenizer, text_field=args.text_field,
                 val_sources=args.val_source, val_fraction=args.val_fraction,

@@ -85,10 +85,11 @@ def check_tokenizer(manifest: dict, dcfg, directory: Path) -> None:
         same = t["kind"] == "pretrained" and t["identity"] == pretrained_identity(arg)
     else:
         same = t["kind"] == kind and t["spec"] == (f"bpe:{arg}" if kind == "bpe" else kind)
-    if not same:
+    if not same:  # a pretrained tokenizer's copy in the directory has the same identity
+        right = directory if t["kind"] == "pretrained" else t["spec"]
         raise UserError(
             f"'{directory}' was prepared with tokenizer '{t['spec']}' ({t['identity']}), but "
-            f"data.tokenizer is '{dcfg.tokenizer}'; set data.tokenizer={t['spec']} or prepare "
+            f"data.tokenizer is '{dcfg.tokenizer}'; set data.tokenizer={right} or prepare "
             f"again with --tokenizer {dcfg.tokenizer}")
 
 

@@ -34,7 +34,12 @@ from jaxdepth.data.sources import (
     iter_docs,
     source_fingerprint,
 )
-from jaxdepth.data.tokenizers import from_saved, load_tokenizer, parse_spec
+from jaxdepth.data.tokenizers import (
+    from_saved,
+    load_tokenizer,
+    parse_spec,
+    pretrained_identity,
+)
 from jaxdepth.errors import UserError
 from jaxdepth.rundir import write_json
 
@@ -122,7 +127,7 @@ def _job(sources, val_sources, tokenizer, bpe_vocab_size, text_field, val_fracti
     """What decides a preparation's contents; a resumed run must match it exactly."""
     kind, arg = parse_spec(tokenizer, bpe_vocab_size)
     spec = f"bpe:{arg}" if kind == "bpe" else tokenizer
-    return dict(
+    return dict(tokenizer_file=pretrained_identity(arg) if kind == "pretrained" else None,
         sources=[{"source": s, "fingerprint": source_fingerprint(s)} for s in sources],
         val_sources=[{"source": s, "fingerprint": source_fingerprint(s)} for s in val_sources],
         tokenizer=spec, text_field=text_field,
@@ -143,7 +148,10 @@ def _existing(out: Path, job_id: str, overwrite: bool) -> dict | None:
         m = json.loads(path.read_text())
     except (OSError, ValueError):
         m = {}
-    if m.get("job_id") == job_id and m.get("format") == shards.FORMAT:
+    if not isinstance(m, dict) or m.get("format") != shards.FORMAT:
+        raise UserError(f"--out '{out}' holds a {shards.MANIFEST} that is not a jaxdepth "
+                        "preparation's; use another --out")
+    if m.get("job_id") == job_id:
         return m
     if not overwrite:
         raise UserError(f"--out '{out}' holds another preparation (other sources, tokenizer or "
@@ -152,6 +160,15 @@ def _existing(out: Path, job_id: str, overwrite: bool) -> dict | None:
         f.unlink()
     path.unlink()
     return None
+
+
+def _check_out(out: Path, sources: list[str]) -> None:
+    """The shards must not land among the documents they are made from."""
+    for src in sources:
+        p = Path(src).expanduser().resolve() if src != "stdlib" else None
+        if p is not None and (out == p or p in out.parents or out in p.parents):
+            raise UserError(f"--out '{out}' overlaps the source '{src}'; write the shards "
+                            "outside every source")
 
 
 @contextlib.contextmanager
@@ -168,7 +185,10 @@ def _locked(out: Path):
 
 def _write_shard(out: Path, name: str, ids: np.ndarray) -> None:
     tmp = out / f".{name}.{os.getpid()}.tmp"
-    ids.tofile(tmp)
+    with open(tmp, "wb") as f:
+        ids.tofile(f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the manifest lists it
     os.replace(tmp, out / name)
 
 
@@ -188,6 +208,9 @@ def prepare(sources: Sequence[str], out: str | Path, *, tokenizer: str = "byte",
     if shard_bytes < 1:
         raise UserError(f"--shard-mb must be positive, got {shard_bytes} bytes")
     sources, val_sources = expand_sources(sources), expand_sources(val_sources)
+    if both := sorted(set(sources) & set(val_sources)):
+        raise UserError(f"'{both[0]}' is both a source and a --val-source; give each file once")
+    _check_out(Path(out).expanduser().resolve(), sources + val_sources)
     workers = default_workers() if workers is None else workers
     job = _job(sources, val_sources, tokenizer, bpe_vocab_size, text_field, val_fraction,
                shard_bytes, utf8, eos, bos)

@@ -23,6 +23,7 @@ from jaxdepth.errors import UserError
 MANIFEST = "manifest.json"
 FORMAT = "jaxdepth-shards/1"
 SPLITS = ("train", "val")
+MAX_OPEN = 64  # shard descriptors a stream keeps open
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -89,12 +90,26 @@ class TokenStream:
         for fd in getattr(self, "_fds", {}).values():
             os.close(fd)
 
-    def _fd(self, k: int) -> int:
-        if k not in self._fds:  # grain reads from threads: the first descriptor kept wins
+    def _pread(self, k: int, n: int, offset: int) -> bytes:
+        """n bytes of shard k; descriptors stay open for the MAX_OPEN first shards read, the
+        others are opened per read (a corpus of thousands of shards stays under the
+        open-file limit, and no descriptor is closed while a grain thread reads it)."""
+        fd = self._fds.get(k)
+        if fd is None and len(self._fds) < MAX_OPEN:
             fd = os.open(self.directory / self.files[k], os.O_RDONLY)
-            if self._fds.setdefault(k, fd) != fd:
+            if self._fds.setdefault(k, fd) != fd:  # another thread opened it first
                 os.close(fd)
-        return self._fds[k]
+            fd = self._fds[k]
+        if fd is not None:
+            buf = os.pread(fd, n, offset)
+        else:
+            with open(self.directory / self.files[k], "rb", buffering=0) as f:
+                buf = os.pread(f.fileno(), n, offset)
+        if len(buf) != n:
+            raise UserError(f"shard '{self.directory / self.files[k]}' ended early (read "
+                            f"{len(buf)} of {n} bytes at {offset}): it changed after it was "
+                            "checked; prepare the corpus again")
+        return buf
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Tokens [start, stop) as int32, across shard boundaries."""
@@ -104,7 +119,7 @@ class TokenStream:
         parts, size = [], self.dtype.itemsize
         while start < stop:
             lo, take = int(self.starts[k]), min(stop, int(self.starts[k + 1]))
-            buf = os.pread(self._fd(k), (take - start) * size, (start - lo) * size)
+            buf = self._pread(k, (take - start) * size, (start - lo) * size)
             parts.append(np.frombuffer(buf, self.dtype))
             start, k = take, k + 1
         return np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)

@@ -402,6 +402,8 @@ def source_fingerprint(source: str) -> str:
         return f"stdlib-{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
     path = Path(source).expanduser().resolve()
     files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    if path.is_dir():  # what dir_docs reads: hidden files and folders (.git) do not count
+        files = [f for f in files if not any(q.startswith(".") for q in f.relative_to(path).parts)]
     h = hashlib.sha1(str(path).encode())
     for f in files:
         if f.is_file():
