@@ -23,9 +23,16 @@ from jaxdepth.errors import UserError
 NORMS = ("rmsnorm", "layernorm")
 FFNS = ("swiglu", "gelu")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
-DTYPES = ("float32", "bfloat16", "float16")
+# compute dtype: auto = bfloat16 on GPU/TPU, float32 on CPU (jaxdepth.model.precision).
+# No float16: it needs loss scaling, and bfloat16 has float32's range.
+DTYPES = ("auto", "float32", "bfloat16")
+PARAM_DTYPES = ("float32", "bfloat16")
+# attention kernel: auto = cuDNN fused on NVIDIA GPUs in bfloat16, Pallas splash on TPU,
+# XLA elsewhere (jaxdepth.model.precision)
+ATTENTIONS = ("auto", "xla", "cudnn", "splash")
 CHOICES = {"model.norm": NORMS, "model.ffn": FFNS, "model.remat": REMAT_POLICIES,
-           "model.dtype": DTYPES}
+           "model.dtype": DTYPES, "model.param_dtype": PARAM_DTYPES,
+           "model.attention": ATTENTIONS}
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,9 @@ class ModelConfig:
     rope_theta: float = 10000.0
     remat: str = "none"  # one of REMAT_POLICIES: none, full, or a jax.checkpoint_policies name
     scan_layers: bool = True
-    dtype: str = "float32"  # compute dtype, one of DTYPES; params stay float32
+    dtype: str = "auto"  # compute dtype, one of DTYPES; norms, softmax, logits stay float32
+    param_dtype: str = "float32"  # storage dtype of parameters (and Adam moments)
+    attention: str = "auto"  # one of ATTENTIONS
     mix_fraction: float = 0.25  # Mix-LN: fraction of early layers that are Post-LN
     layerscale_init: float = 1e-4  # LayerScale/SkipInit gate init
 
@@ -97,6 +106,7 @@ class TrainConfig:
     layer_lr_decay: float = 1.0  # layer l gets lr * decay^(depth-1-l); 1 = uniform
     train_last_layers: int = 0  # >0: freeze embeddings and all but the last k layers
     init_from: str = ""  # a run dir: its latest checkpoint's params initialise this run
+    microbatches: int = 1  # gradient accumulation: the global batch in k sequential slices
 
 
 @dataclass(frozen=True)
@@ -273,6 +283,14 @@ def validate(cfg: RunConfig) -> RunConfig:
         (t.layer_lr_decay > 0, f"train.layer_lr_decay must be > 0, got {t.layer_lr_decay}"),
         (0 <= t.train_last_layers <= m.depth,
          f"train.train_last_layers must be in [0, model.depth={m.depth}], got {t.train_last_layers}"),
+    ]
+    checks += [
+        (t.microbatches >= 1, f"train.microbatches must be >= 1, got {t.microbatches}"),
+        (d.batch_size % max(t.microbatches, 1) == 0,
+         f"data.batch_size ({d.batch_size}) must be divisible by train.microbatches "
+         f"({t.microbatches})"),
+        (m.dtype != "float16", "model.dtype 'float16' is not supported (it needs loss scaling); "
+         "use bfloat16, which has float32's range, or auto"),
     ]
     values = to_dict(cfg)
     checks += [(get_dotted(values, key) in valid,

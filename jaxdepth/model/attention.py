@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from jaxdepth.config import ModelConfig
 from jaxdepth.model.layers import init
+from jaxdepth.model.precision import compute_dtype
 
 
 def rope(x_BTNH: jnp.ndarray, theta: float) -> jnp.ndarray:
@@ -31,7 +32,7 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, x_BTW: jnp.ndarray) -> jnp.ndarray:
         cfg = self.cfg
-        dtype = jnp.dtype(cfg.dtype)
+        dtype = compute_dtype(cfg)
         N, H = cfg.heads, cfg.head_dim
         proj = lambda name, std: nn.DenseGeneral(  # noqa: E731
             (N, H), use_bias=False, dtype=dtype, name=name,

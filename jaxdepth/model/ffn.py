@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from jaxdepth.config import ModelConfig
 from jaxdepth.model.layers import init
+from jaxdepth.model.precision import compute_dtype
 
 
 class FFN(nn.Module):
@@ -20,7 +21,7 @@ class FFN(nn.Module):
     @nn.compact
     def __call__(self, x_BTW: jnp.ndarray) -> jnp.ndarray:
         cfg = self.cfg
-        dtype = jnp.dtype(cfg.dtype)
+        dtype = compute_dtype(cfg)
         dense = lambda feats, name, std, names: nn.Dense(  # noqa: E731
             feats, use_bias=False, dtype=dtype, name=name, kernel_init=init(std, names))
         F = cfg.ffn_hidden_size

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdepth.config import ModelConfig
+from jaxdepth.model.precision import compute_dtype
 
 
 def init(std: float, names: tuple[str, ...]):
@@ -16,7 +17,7 @@ def init(std: float, names: tuple[str, ...]):
 def make_norm(cfg: ModelConfig, name: str) -> nn.Module:
     """RMSNorm (Zhang & Sennrich 2019, arXiv 1910.07467) or LayerNorm (Ba et al. 2016,
     arXiv 1607.06450), per `cfg.norm`."""
-    dtype = jnp.dtype(cfg.dtype)
+    dtype = compute_dtype(cfg)
     ones = nn.with_logical_partitioning(nn.initializers.ones, ("embed",))
     if cfg.norm == "rmsnorm":
         return nn.RMSNorm(epsilon=cfg.norm_eps, dtype=dtype, scale_init=ones, name=name)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxdepth.config import ModelConfig
 from jaxdepth.model.block import Block
 from jaxdepth.model.layers import init, make_norm
+from jaxdepth.model.precision import compute_dtype
 from jaxdepth.model.schemes import get_scheme
 
 
@@ -45,12 +46,12 @@ class Transformer(nn.Module):
     def setup(self):
         cfg = self.cfg
         scheme = get_scheme(cfg.scheme)
-        self.embed = nn.Embed(cfg.vocab_size, cfg.width, dtype=jnp.dtype(cfg.dtype),
+        self.embed = nn.Embed(cfg.vocab_size, cfg.width, dtype=compute_dtype(cfg),
                               embedding_init=init(cfg.init_std, ("vocab", "embed")))
         self.embed_norm = make_norm(cfg, "embed_norm") if scheme.embed_norm else None
         self.final_norm = make_norm(cfg, "final_norm") if scheme.final_norm else None
         if not cfg.tied_embeddings:
-            self.head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=jnp.dtype(cfg.dtype),
+            self.head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=compute_dtype(cfg),
                                  kernel_init=init(cfg.init_std, ("embed", "vocab")))
         cls = block_class(cfg, self.return_hidden)
         if cfg.scan_layers:

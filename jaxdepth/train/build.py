@@ -17,20 +17,21 @@ from jax.sharding import Mesh
 
 from jaxdepth import parallel
 from jaxdepth.errors import UserError
-from jaxdepth.model import Transformer
+from jaxdepth.model import Transformer, precision
 from jaxdepth.train.optim import lr_schedule, make_optimizer
 from jaxdepth.train.step import TrainState, make_eval_step, make_train_step
 
 
 def resolve_model(mcfg, tokenizer_vocab: int):
     """Fill `vocab_size` from the tokenizer, rounded up to a multiple of 64 (so that the
-    vocab axis shards evenly); an explicit size must hold the tokenizer's vocabulary."""
+    vocab axis shards evenly; an explicit size must hold the tokenizer's vocabulary), and
+    resolve `auto` dtype and attention for this backend (`jaxdepth.model.precision`)."""
     if mcfg.vocab_size == 0:
-        return dataclasses.replace(mcfg, vocab_size=-(-tokenizer_vocab // 64) * 64)
-    if mcfg.vocab_size < tokenizer_vocab:
+        mcfg = dataclasses.replace(mcfg, vocab_size=-(-tokenizer_vocab // 64) * 64)
+    elif mcfg.vocab_size < tokenizer_vocab:
         raise UserError(f"model.vocab_size ({mcfg.vocab_size}) is smaller than the tokenizer's "
                         f"vocabulary ({tokenizer_vocab}); use 0 (automatic) or >= {tokenizer_vocab}")
-    return mcfg
+    return precision.resolve(mcfg)
 
 
 @dataclass(frozen=True)
