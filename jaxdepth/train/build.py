@@ -78,7 +78,12 @@ def build(mcfg, tcfg, pcfg, seq_len: int, pad_id: int, mesh: Mesh | None = None)
                           opt_state=tx.init(params), rng=rng)
 
     batch_sh = parallel.batch_sharding(mesh, pcfg)
-    train_step = make_train_step(model, tx, schedule, pad_id, mcfg.depth)
+    k = tcfg.microbatches
+    micro_sh = None
+    if k > 1:
+        micro_sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
+            None, *batch_sh.spec))
+    train_step = make_train_step(model, tx, schedule, pad_id, mcfg.depth, k, micro_sh)
     eval_step = make_eval_step(model, pad_id)
     return Built(
         model=model, tx=tx, schedule=schedule, mesh=mesh, state_shardings=state_sh,
