@@ -15,7 +15,9 @@ from pathlib import Path
 import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
+from jaxdepth import rundir
 from jaxdepth.errors import UserError
 
 
@@ -23,7 +25,7 @@ def manager(run_dir: Path, keep: int = 3, read_only: bool = False) -> ocp.Checkp
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=not read_only, read_only=read_only,
         enable_async_checkpointing=True)
-    return ocp.CheckpointManager(Path(run_dir).resolve() / "checkpoints", options=options,
+    return ocp.CheckpointManager(rundir.checkpoint_dir(run_dir), options=options,
                                  item_names=("state", "data", "config"))
 
 
@@ -73,7 +75,7 @@ def _data_state_of_other_layout(mngr: ocp.CheckpointManager, step: int):
     own file exists (grain then restores it). jaxdepth's pipeline deals windows round-robin
     to processes in lockstep, so every process's state is the same batch index and global
     batch k holds the same windows for any process count: any saved file serves."""
-    d = Path(mngr.directory) / str(step) / "data"
+    d = epath.Path(mngr.directory) / str(step) / "data"
     own = d / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
     files = sorted(d.glob("process_*-of-*.json"))
     if own.exists() or not files:

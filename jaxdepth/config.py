@@ -307,7 +307,9 @@ def check_paths(cfg: RunConfig) -> RunConfig:
     """The checks that read the disk, made where a config is loaded (not in `validate`,
     which every `replace` runs): the data source and `train.init_from` exist."""
     t, d = cfg.train, cfg.data
-    if t.init_from and not _has_checkpoint(Path(t.init_from).expanduser()):
+    from jaxdepth.rundir import has_checkpoint
+
+    if t.init_from and not has_checkpoint(t.init_from):
         raise UserError(f"train.init_from '{t.init_from}' is not a run dir with a checkpoint "
                         f"(expected {t.init_from}/checkpoints/<step>)")
     if d.source != "stdlib" and not Path(d.source).expanduser().exists():
@@ -322,11 +324,6 @@ def check_paths(cfg: RunConfig) -> RunConfig:
         raise UserError(f"data.tokenizer '{d.tokenizer}' does not exist; give a tokenizer.json "
                         "or a directory holding one, or byte / bpe / bpe:<vocab>")
     return cfg
-
-
-def _has_checkpoint(run_dir: Path) -> bool:
-    ckpts = run_dir / "checkpoints"
-    return ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:

@@ -24,7 +24,7 @@ from jaxdepth.diagnostics.forward import forward_hidden
 from jaxdepth.diagnostics.grad_persistence import fit_grad_persistence, late_layer_grad_norms
 from jaxdepth.diagnostics.lens import lens_logits, logit_lens
 from jaxdepth.diagnostics.removal import layer_removal
-from jaxdepth.diagnostics.run_analysis import load_run
+from jaxdepth.diagnostics.run_analysis import restore_run
 from jaxdepth.errors import UserError
 from jaxdepth.model import Transformer
 from jaxdepth.train.loop import train
@@ -44,7 +44,7 @@ def trained(tmp_path_factory):
                              eval_batches=1, ckpt_every=10))
     st = train(cfg, run_dir, progress=False)
     assert st["status"] == "done"
-    cfg, mcfg, params, step, corpus = load_run(run_dir, None)
+    cfg, mcfg, params, step, corpus = restore_run(run_dir, None)
     assert step == 20
     tokens = val_batches(corpus, cfg.data, 1)[0]
     return dict(run_dir=run_dir, mcfg=mcfg, params=params, tokens=tokens,

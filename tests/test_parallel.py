@@ -19,8 +19,8 @@ from jaxdepth.config import ModelConfig, ParallelConfig, RunConfig, load_config,
 from jaxdepth.errors import UserError
 from jaxdepth.model import Transformer
 from jaxdepth.model.schemes import SCHEMES
+from jaxdepth.rundir import check_same_run, write_json
 from jaxdepth.train.build import boxed_param_init
-from jaxdepth.train.loop import check_same_run, write_json
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 

@@ -137,7 +137,9 @@ root, start = Path(sys.argv[1]), float(sys.argv[2])
 while time.time() < start:
     pass
 won = [i for i in range(60) if try_claim(root / str(i) / "claim.json", timeout=30)]
-print(" ".join(map(str, won)))
+print(" ".join(map(str, won)), flush=True)
+time.sleep(max(0.0, start + 4 - time.time()))  # stay alive: a dead holder's claim is stale
+
 """
 
 
@@ -147,7 +149,7 @@ def test_two_workers_racing_never_claim_the_same_run(tmp_path):
         p.parent.mkdir(parents=True)
         p.write_text(json.dumps({"host": "gone", "pid": 1, "token": "old"}))
         os.utime(p, (time.time() - 100, time.time() - 100))
-    start = time.time() + 1.5
+    start = time.time() + 2.0
     procs = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path), str(start)],
                               stdout=subprocess.PIPE, text=True) for _ in range(2)]
     won = [set(map(int, p.communicate(timeout=60)[0].split())) for p in procs]

@@ -17,22 +17,11 @@ from jaxdepth.rundir import (
     read_config,
     read_json,
     read_metrics,
+    run_changes,
     write_json,
 )
 
 DEFAULT_PROMPT = "    def __init__(self"
-
-
-def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts."""
-    out = []
-    for k in sorted(set(a) | set(b)):
-        x, y = a.get(k), b.get(k)
-        if isinstance(x, dict) and isinstance(y, dict):
-            out += config_diff(x, y, f"{prefix}{k}.")
-        elif x != y:
-            out.append(f"{prefix}{k}")
-    return out
 
 
 def checked_config(run_dir: Path, step: int | None) -> tuple[int, dict]:
@@ -44,16 +33,14 @@ def checked_config(run_dir: Path, step: int | None) -> tuple[int, dict]:
     if read_config(run_dir) is None:
         raise UserError(f"'{run_dir}' is not a run directory (no {CONFIG})")
     s, ckpt_cfg = checkpoint.restore_config(run_dir, step)
-    # train.steps may grow (extended runs) and parallel may change (resharded resumes)
-    diff = [k for k in config_diff(ckpt_cfg, read_config(run_dir))
-            if k != "train.steps" and not k.startswith("parallel.")]
+    diff = run_changes(ckpt_cfg, read_config(run_dir))
     if diff:
         raise UserError(f"the checkpoint at step {s} in '{run_dir}' has a different config from "
                         f"its {CONFIG} (differs in {', '.join(diff)})")
     return s, ckpt_cfg
 
 
-def load_run(run_dir: Path, step: int | None):
+def restore_run(run_dir: Path, step: int | None):
     """Restore a run's checkpoint: (RunConfig, resolved ModelConfig, params, step, corpus),
     resharded onto a data-parallel mesh of this machine's devices (the run's own mesh may not
     fit here); UserErrors as `checked_config`, before any compile."""
@@ -92,7 +79,7 @@ def analyze_run(run_dir: Path, *, step: int | None = None, batches: int | None =
     from jaxdepth.diagnostics.analysis import REMOVAL_THRESHOLD, analyze
 
     run_dir = Path(run_dir)
-    cfg, mcfg, params, s, corpus = load_run(run_dir, step)
+    cfg, mcfg, params, s, corpus = restore_run(run_dir, step)
     tok = corpus.tokenizer
     requested = batches or cfg.train.eval_batches
     tokens = val_batches(corpus, cfg.data, requested)

@@ -72,21 +72,14 @@ def grid_configs(args) -> list:
     return out
 
 
-def load_run(run_dir: str, step: int | None):
+def logged_run(run_dir: str, step: int | None):
     """(run config, resolved model config, the metrics record at `step` or the last)."""
-    from jaxdepth.config import RunConfig, from_dict
     from jaxdepth.errors import UserError
-    from jaxdepth.rundir import read_config, read_metrics, read_status
+    from jaxdepth.rundir import open_run
     from jaxdepth.train.build import resolve_model
 
-    d = Path(run_dir)
-    cfg_dict = read_config(d)
-    status = read_status(d)
-    records = [r for r in read_metrics(d) if "layers" in r]
-    if cfg_dict is None or not records or "vocab_size" not in status:
-        raise UserError(f"--run '{run_dir}' is not a run directory with logged steps "
-                        "(config.json, status.json, metrics.jsonl from `jaxdepth train`)")
-    cfg = from_dict(RunConfig, cfg_dict)
+    cfg, status, records = open_run(run_dir)
+    records = [r for r in records if "layers" in r]
     if step is None:
         rec = records[-1]
     else:
@@ -132,7 +125,7 @@ def _profile_dict(p) -> dict:
 
 def run(args) -> int:
     configs = grid_configs(args)  # bad input fails here, before any compile
-    loaded = load_run(args.run, args.step) if args.run else None
+    loaded = logged_run(args.run, args.step) if args.run else None
     from tqdm.auto import tqdm
 
     from jaxdepth.diagnostics.signal import profile_from_record, propagate

@@ -8,8 +8,12 @@ at once when it names a process on this host that no longer exists (a killed wor
 restarted on the same machine need not wait). Taking over is serialised by a second
 O_EXCL file (`<claim>.takeover`), so two workers that both see the same stale claim cannot
 both win; a takeover lock left by a dead worker is itself stale after `timeout`.
-Atomic O_EXCL create holds on local file systems and NFSv3+; `os.utime` heartbeats need
-the file systems' clocks to agree within `timeout`.
+Atomic O_EXCL create holds on local file systems and NFSv3+ (and on mounts of an object
+store, such as gcsfuse, that implement it); `os.utime` heartbeats need the file systems'
+clocks to agree within `timeout`. An object-store URL (`gs://`, `s3://`) has no exclusive
+create through `etils.epath`/fsspec, so a sweep refuses one as its results directory
+(`check_claims_supported`): mount the bucket (gcsfuse) instead, or write runs to shared
+disk.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from jaxdepth.errors import UserError
 
 
 @dataclass
@@ -105,10 +111,20 @@ def _create(path: Path, token: str) -> bool:
     return True
 
 
+def check_claims_supported(out_dir) -> None:
+    """A UserError when `out_dir` is on a store where claims are not atomic (see above)."""
+    if "://" in os.fspath(out_dir):
+        raise UserError(
+            f"sweep results directory '{out_dir}' is an object-store URL, where run claims "
+            "cannot be made atomically (no create-if-absent through fsspec); use a local or "
+            "NFS directory, or a mount of the bucket (gcsfuse), as --out")
+
+
 def try_claim(path: str | Path, timeout: float = 300.0) -> Claim | None:
     """Claim `path` (a file; its directory is created). Returns the Claim, or None when a
     live worker holds it. A stale claim is taken over (see the module docstring)."""
-    path = Path(path)
+    check_claims_supported(path)
+    path = Path(os.fspath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex
     if _create(path, token):

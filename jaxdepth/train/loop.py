@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import signal
-import threading
+import sys
+import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import jax
@@ -19,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
-from jaxdepth import checkpoint, parallel
+from jaxdepth import checkpoint, parallel, rundir
 from jaxdepth.config import RunConfig, TrainConfig, check_paths, to_dict
 from jaxdepth.data.pipeline import load_corpus, train_iterator, val_batches
 from jaxdepth.data.shards import bits_per_byte
@@ -28,12 +27,14 @@ from jaxdepth.model import count_params
 from jaxdepth.rundir import (
     CONFIG,
     STATUS,
+    TOKENIZER,
     append_metrics,
-    read_config,
+    check_same_run,
     read_status,
     truncate_metrics,
     write_json,
 )
+from jaxdepth.train import preempt
 from jaxdepth.train.build import build, resolve_model
 
 # TrainConfig fields `build` does not read: neutral values in its cache key, so that runs
@@ -50,11 +51,10 @@ def params_from_run(src_dir: str | Path, abstract_params):
     """Params of another run's latest checkpoint (`train.init_from`), placed on the
     shardings of `abstract_params`. Only `params` is read (Orbax partial restore), so the
     other run's optimiser may differ; the parameter shapes must match."""
-    src = Path(src_dir).expanduser()
-    mngr = checkpoint.manager(src, read_only=True)
+    mngr = checkpoint.manager(src_dir, read_only=True)
     step = mngr.latest_step()
     saved = ocp.PyTreeCheckpointHandler().metadata(
-        Path(mngr.directory) / str(step) / "state").tree["params"]
+        mngr.directory / str(step) / "state").tree["params"]
     shapes = [{jax.tree_util.keystr(k): tuple(v.shape) for k, v in
                jax.tree_util.tree_flatten_with_path(t)[0]} for t in (saved, abstract_params)]
     there, here = shapes
@@ -71,39 +71,6 @@ def params_from_run(src_dir: str | Path, abstract_params):
     return out.state["params"]
 
 
-def check_same_run(run_dir: Path, cfg_dict: dict) -> None:
-    """A run directory belongs to one configuration; only `train.steps` may change
-    (to extend a finished run), and `parallel` (a resumed run reshards onto a new mesh)."""
-    old = read_config(run_dir)
-    if old is None:
-        return
-    a = {**old, "train": {**old["train"], "steps": None}, "parallel": None}
-    b = {**cfg_dict, "train": {**cfg_dict["train"], "steps": None}, "parallel": None}
-    if a != b:
-        diff = [f"{s}.{k}" for s in b if isinstance(b[s], dict)
-                for k in b[s] if a.get(s, {}).get(k) != b[s][k]]
-        diff += [s for s in b if not isinstance(b[s], dict) and a.get(s) != b[s]]
-        raise UserError(f"run dir '{run_dir}' holds a run with a different config (differs in "
-                        f"{', '.join(diff)}); use another --run-dir or the same config")
-
-
-@contextmanager
-def sigterm_as_interrupt():
-    """Preemption (SIGTERM) ends the run like Ctrl-C: checkpoint, then stop."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def _host(tree):
     return jax.tree.map(lambda x: np.asarray(x).tolist(), jax.device_get(tree))
 
@@ -111,9 +78,14 @@ def _host(tree):
 def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
           stop_at: int | None = None, mesh=None) -> dict:
     """Train (or resume) the run in `run_dir`; returns the final status dict.
-    `stop_at`: stop after the checkpoint at that step (as if killed), for tests."""
+    `stop_at`: stop after the checkpoint at that step (as if killed), for tests.
+
+    SIGTERM (preemption) or Ctrl-C stops the run at a step boundary, the same step on every
+    process (`jaxdepth.train.preempt`): every process saves a checkpoint there, status
+    `interrupted` is written, and KeyboardInterrupt is raised (the CLI exits 130, a sweep
+    stops). A second Ctrl-C aborts at once, without a further checkpoint."""
     check_paths(cfg)  # a missing data source or init_from run: an error, and no run dir
-    run_dir = Path(run_dir)
+    run_dir = rundir.path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_dict = to_dict(cfg)
     check_same_run(run_dir, cfg_dict)
@@ -134,7 +106,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
            for v in val_batches(corpus, d_cfg, t_cfg.eval_batches, pid, pcount)]
     if is_writer:  # after the mesh and batch checks, so a rejected config leaves no trace
         write_json(run_dir / CONFIG, cfg_dict)
-        tok.save(run_dir / "tokenizer.json")
+        _save_tokenizer(tok, run_dir / TOKENIZER)
 
     mngr = checkpoint.manager(run_dir, t_cfg.keep_checkpoints)
     state = b.init_state(jax.random.key(t_cfg.seed))
@@ -160,7 +132,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
     if is_writer:
         write_json(run_dir / STATUS, status)
     tb = None
-    if is_writer:
+    if is_writer and not rundir.is_remote(run_dir):  # metrics.jsonl is the record anywhere
         from tensorboardX import SummaryWriter
         tb = SummaryWriter(str(run_dir / "tb"))
 
@@ -171,10 +143,20 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
                desc=cfg.name, unit="step", dynamic_ncols=True)
     t0, t_last, step_last = time.time(), time.time(), start
     last = {}
-    step = start
+    step = saved = start  # `saved`: the newest checkpoint's step
+    stop = preempt.StopRequest()
     try:
-        with sigterm_as_interrupt():
+        with stop:  # from here a signal only asks to stop at a step boundary
             while step < t_cfg.steps:
+                if stop.agreed(step):  # at every boundary, on every process alike
+                    who = f" (process {pid} of {pcount})" if pcount > 1 else ""
+                    tqdm.write(f"stopping at step {step} on {stop.stopped_by}{who}",
+                               file=sys.stderr)
+                    if step != saved:  # every process saves this same step (collectively)
+                        checkpoint.save(mngr, step, state, data_iter, cfg_dict)
+                    mngr.wait_until_finished()
+                    status.update(status="interrupted", step=step)
+                    break
                 batch = parallel.global_batch(next(data_iter), b.batch_sharding)
                 state, m = b.train_step(state, batch)
                 step += 1
@@ -205,6 +187,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
                 bar.update(1)
                 if step % t_cfg.ckpt_every == 0 or final:
                     checkpoint.save(mngr, step, state, data_iter, cfg_dict)
+                    saved = step
                 if stop_at is not None and step >= stop_at:
                     mngr.wait_until_finished()
                     status.update(status="interrupted", step=step)
@@ -213,10 +196,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
                 status.update(status="done", step=step, final_loss=last.get("loss"),
                               final_val_loss=last.get("val_loss"),
                               final_val_bpb=last.get("val_bpb"))
-    except KeyboardInterrupt:
-        if step not in mngr.all_steps():
-            checkpoint.save(mngr, step, state, data_iter, cfg_dict)
-        status.update(status="interrupted", step=step)
+    except KeyboardInterrupt:  # aborted (a second Ctrl-C): no checkpoint mid-step
+        status.update(status="interrupted", step=saved)
         raise
     finally:
         bar.close()
@@ -226,11 +207,27 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
                       wall_time_s=status.get("wall_time_s", 0.0) + time.time() - t0)
         if is_writer:
             write_json(run_dir / STATUS, status)
-            tb.close()
+            if tb is not None:
+                tb.close()
+    if stop.stopped_by:  # after the status is written: the caller stops too
+        raise KeyboardInterrupt(f"{stop.stopped_by}: stopped at step {step}")
     return status
 
 
+def _save_tokenizer(tok, dest) -> None:
+    """The run's tokenizer.json, through a local temporary file for an object store."""
+    if not rundir.is_remote(dest):
+        tok.save(Path(dest))
+        return
+    with tempfile.TemporaryDirectory() as d:
+        tok.save(Path(d) / TOKENIZER)
+        if (Path(d) / TOKENIZER).exists():  # the byte tokenizer saves nothing
+            dest.write_bytes((Path(d) / TOKENIZER).read_bytes())
+
+
 def _tensorboard(tb, rec: dict) -> None:
+    if tb is None:
+        return
     step = rec["step"]
     for k, v in rec.items():
         if k == "layers":
