@@ -20,7 +20,9 @@ VERBS: dict[str, tuple[str, str]] = {
     "analyze": ("jaxdepth.diagnostics.cli", "per-layer analysis of a trained run"),
     "fit": ("jaxdepth.scaling.cli", "fit scaling laws to a results table"),
     "sweep": ("jaxdepth.sweep.cli", "run a resumable depth x width x scheme sweep"),
-    "report": ("jaxdepth.report.cli", "markdown report and plots of an experiment"),
+    "experiment": ("jaxdepth.report.experiment",
+                   "run (or plan) one published experiment and write its report"),
+    "report": ("jaxdepth.report.cli", "regenerate an experiment's report from its results"),
     "bench": ("jaxdepth.bench", "throughput benchmarks against this machine's matmul peak"),
 }
 
@@ -30,6 +32,12 @@ def _available(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:
         return False
+
+
+def _overrides_only(args, extra: list[str]) -> bool:
+    """Whether every leftover argument is a `k=v` override of a verb that takes them."""
+    return isinstance(getattr(args, "overrides", None), list) and all(
+        "=" in a and not a.startswith("-") for a in extra)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
             mod = importlib.import_module(module)
             mod.add_arguments(p)
             p.set_defaults(_run=mod.run)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and _overrides_only(args, extra):  # `VERB X --flag v k=v`: argparse stops
+        args.overrides += extra  # collecting positionals at the first option
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     import absl.logging  # jax's own dependency; orbax logs read-only notices through it
 
     absl.logging.set_verbosity(absl.logging.ERROR)

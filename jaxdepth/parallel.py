@@ -217,3 +217,23 @@ def maybe_initialize_distributed(coordinator=None, num_processes=None, process_i
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**kwargs)
     return True
+
+
+def add_distributed_arguments(parser) -> None:
+    """The multi-host flags of every verb that trains (`train`, `sweep`, `experiment`)."""
+    g = parser.add_argument_group("multi-host (one command per host; see docs/pod.md)")
+    g.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="address of process 0 (env JAXDEPTH_COORDINATOR)")
+    g.add_argument("--num-processes", type=int, metavar="N",
+                   help="number of processes (env JAXDEPTH_NUM_PROCESSES)")
+    g.add_argument("--process-id", type=int, metavar="I",
+                   help="this process, 0..N-1 (env JAXDEPTH_PROCESS_ID)")
+    g.add_argument("--distributed", action="store_true",
+                   help="let jax detect the cluster (TPU pod, SLURM, MPI; env JAXDEPTH_DISTRIBUTED=1)")
+
+
+def initialize_from_args(args) -> bool:
+    """`maybe_initialize_distributed` from the flags `add_distributed_arguments` added; call
+    it after the config is validated and before anything touches a jax backend."""
+    return maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id,
+                                        args.distributed)

@@ -95,7 +95,7 @@ def run(args) -> int:
 def write_quickstart_report(out: Path, cfgs, wall_s: float) -> Path:
     """OUT/experiment.json (experiment 2 over these run dirs) and OUT/report.md + PNGs."""
 
-    from jaxdepth.report.runner import write_report
+    from jaxdepth.report.experiment import write_report
     from jaxdepth.rundir import write_json
 
     meta = dict(experiment="curse_of_depth", size="quickstart", command="jaxdepth quickstart",

@@ -1,32 +1,32 @@
-"""The five experiments at --tiny size complete and write their reports (run in-process,
-in an order that lets later experiments reuse the compiled steps of earlier ones), the
-report regenerates without training, the paper-size plan prints without training, and
-the small fits recover known answers."""
+"""`jaxdepth experiment NAME --size tiny` completes and writes its report for the five
+experiments (run in-process, in an order that lets later experiments reuse the compiled
+steps of earlier ones), the report regenerates without training, the paper-size plan
+prints without training, overrides reach the runs (and an axis, an unknown key or an
+unknown experiment is refused), `experiments/<name>.py` is the same command, and the
+small fits recover known answers."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import json
 import math
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from jaxdepth.cli import main
 from jaxdepth.errors import UserError
 from jaxdepth.report.fits import per_width_minimum, power_law
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = ["stacking_failure", "curse_of_depth", "depth_delusion", "gradient_persistence",
          "stabilizers_vs_dcrit"]
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"exp_{name}", ROOT / "experiments" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+# a no-op override (the spec's own value): recorded in experiment.json, retrains nothing
+OVERRIDES = {"gradient_persistence": ["train.log_every=5"]}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,8 @@ def tiny_results(tmp_path_factory):
     times = {}
     for name in ORDER:
         t0 = time.time()
-        assert _script(name).main(["--tiny", "--out", str(base / name), "--no-progress"]) == 0
+        assert main(["experiment", name, "--size", "tiny", "--out", str(base / name),
+                     "--no-progress", *OVERRIDES.get(name, [])]) == 0
         times[name] = time.time() - t0
     return base, times
 
@@ -51,7 +52,12 @@ def test_tiny_experiment_writes_report(tiny_results, name):
     assert pngs and all(p.stat().st_size > 1000 for p in pngs)
     for ref in [ln[4:-1] for ln in report.splitlines() if ln.startswith("![](")]:
         assert (out / ref).is_file(), ref  # every figure the report shows exists
-    print(f"{name} --tiny: {times[name]:.0f}s")  # wall time is reported, not asserted
+    meta = json.loads((out / "experiment.json").read_text())
+    assert meta["overrides"] == OVERRIDES.get(name, [])
+    assert meta["command"] == " ".join(["jaxdepth experiment", name, "--size tiny",
+                                        *OVERRIDES.get(name, []), "--out", str(out)])
+    assert f"command: `{meta['command']}`" in report
+    print(f"{name} --size tiny: {times[name]:.0f}s")  # wall time is reported, not asserted
     if name != "stacking_failure":
         import csv
 
@@ -78,17 +84,66 @@ def test_report_rejects_non_experiment_dir(tmp_path):
 
 
 def test_paper_plan_prints_published_shapes(tmp_path, capsys):
-    assert _script("depth_delusion").main(["--scale", "paper", "--plan", "--out",
-                                           str(tmp_path)]) == 0
+    assert main(["experiment", "depth_delusion", "--size", "paper", "--plan", "--out",
+                 str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "21 runs" in text
     assert " 512 " in text and "pre_d24_w512_" in text
     assert not (tmp_path / "sweep" / "runs").exists()  # planned, not trained
-    assert _script("curse_of_depth").main(["--scale", "paper", "--plan", "--out",
-                                           str(tmp_path)]) == 0
+    assert main(["experiment", "curse_of_depth", "--scale", "paper", "--plan", "--out",
+                 str(tmp_path)]) == 0  # --scale: the old spelling of --size
     text = capsys.readouterr().out
     for scheme in ("pre", "lns", "post", "mix", "deepnorm"):
         assert f"{scheme}_d24_w1024_" in text  # the 350M model of the LNS table
+
+
+def _plan_steps_and_depths(text: str) -> set[tuple[int, int]]:
+    """(steps, depth) of every run in a printed plan (columns: run_id scheme depth ...)."""
+    rows = [ln.split() for ln in text.splitlines() if ln.startswith("pre_")]
+    assert rows, text
+    return {(int(r[7]), int(r[2])) for r in rows}
+
+
+def test_overrides_reach_the_runs_after_the_specs_own(tmp_path, capsys):
+    from jaxdepth.report.experiment import experiment_spec
+    from jaxdepth.sweep import expand
+
+    # k=v after the options; model.depth=6 beats the spec's own override (depth 4)
+    assert main(["experiment", "gradient_persistence", "--size", "tiny", "--plan",
+                 "--no-calibrate", "--out", str(tmp_path), "train.steps=7",
+                 "model.depth=6"]) == 0
+    assert _plan_steps_and_depths(capsys.readouterr().out) == {(7, 6)}
+    runs = expand(experiment_spec("gradient_persistence", "tiny", ["train.steps=7"])[1])
+    assert [c.train.steps for c in runs] == [7, 7, 7]
+    assert {c.model.depth for c in runs} == {4}
+    assert not (tmp_path / "sweep").exists()  # planned, not trained
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["depth_delusion", "model.depth=3"], ["model.depth", "grid axis: 1, 2, 4"]),
+    (["curse_of_depth", "model.heads=4"], ["model.heads", "head_dim"]),
+    (["curse_of_depth", "train.stepz=4"], ["unknown config key 'train.stepz'"]),
+    (["stacking_failure", "model.width=8"], ["takes no overrides"]),
+    (["depth_illusion"], ["unknown experiment 'depth_illusion'", ", ".join(ORDER)]),
+])
+def test_refused_before_anything_runs(tmp_path, capsys, argv, words):
+    out = tmp_path / "out"
+    assert main(["experiment", *argv, "--size", "tiny", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err  # one line
+    assert all(w in err for w in words), err
+    assert not out.exists()
+
+
+def test_script_is_the_same_command(tiny_results):
+    """`python experiments/x.py --tiny --plan`: the wrapper and the old spelling of --size;
+    the finished tiny runs are the throughput reference (no calibration run)."""
+    out = tiny_results[0] / "depth_delusion"
+    res = subprocess.run([sys.executable, str(ROOT / "experiments" / "depth_delusion.py"),
+                          "--tiny", "--plan", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert "9 runs, 0 to train" in res.stdout and "finished runs" in res.stdout
 
 
 def test_per_width_minimum_recovers_a_known_minimum():

@@ -1,5 +1,5 @@
 """`jaxdepth report RESULTS_DIR [...]`: regenerate an experiment's report.md and PNGs from
-its results directory (written by `python experiments/<name>.py`), without training."""
+its results directory (written by `jaxdepth experiment NAME`), without training."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from jaxdepth.errors import UserError
-    from jaxdepth.report.runner import write_report
+    from jaxdepth.report.experiment import write_report
 
     dirs = [Path(d) for d in args.results_dirs]
     for d in dirs:  # bad input before any work

@@ -8,10 +8,18 @@
   stacking_failure 45 s, depth_delusion 605 s (30 runs), gradient_persistence 689 s
   (5 runs of 1000 steps), stabilizers_vs_dcrit 934 s (60 runs), curse_of_depth 726 s (30 runs).
   Two init seeds per shape where a minimum or a gap is compared across runs.
-- paper: the published shapes, for a pod; only planned here (`--scale paper --plan`).
-  LNS models table and recipe: arXiv 2502.05795 (docs/literature.md §3); Depth Delusion
-  W = 512, depths 2..24, Pre-LN, GELU, AdamW lr 3e-4, wd 0.1, clip 1, seq 1024, batch
-  256: arXiv 2601.20994 (docs/literature.md §4, setup marked unverified there).
+- paper: the published shapes and recipes, for a pod; only planned here
+  (`jaxdepth experiment NAME --size paper --plan`). Each trains on a corpus prepared once
+  with `jaxdepth prepare` into `PAPER_DATA[...]["source"]` with the paper's tokenizer (paths
+  relative to the working directory; override them with `data.source=... data.tokenizer=...`),
+  bfloat16 compute, float32 parameters, a remat policy and micro-batches, so that the
+  papers' global batches fit a small slice.
+  LNS models table and recipe (C4, T5 tokenizer, seq 256, batch 512, Adam without weight
+  decay or clipping, lr 1e-3 / 5e-4, 20k-100k steps, warmup 10% but 1k for 1B):
+  arXiv 2502.05795 (docs/literature.md §3). Depth Delusion W = 512, depths 2..24, Pre-LN,
+  GELU, AdamW lr 3e-4, wd 0.1, clip 1, seq 1024, batch 256, SlimPajama: arXiv 2601.20994
+  (docs/literature.md §4, setup marked unverified there; its tokenizer and warmup are not
+  given: a Llama tokenizer (32000) and 1000 steps are this project's choice).
 """
 
 from __future__ import annotations
@@ -19,6 +27,30 @@ from __future__ import annotations
 from jaxdepth.errors import UserError
 
 SIZES = ("tiny", "default", "paper")
+
+# The papers' corpora, prepared with `jaxdepth prepare SOURCE --tokenizer TOK --out SOURCE`
+# (README, "Running on a pod"), and their tokenizers' vocabularies rounded up to a multiple of
+# 64 (T5's 32100 ids -> 32128; the LNS code builds a 32000-row model and never emits T5's 100
+# sentinel ids, which here are 128 untrained rows). An explicit vocabulary lets `--plan` size
+# the models before the corpus exists.
+PAPER_DATA = {
+    "c4_t5": dict(source="data/c4-t5", tokenizer="tokenizers/t5-base", vocab_size=32128),
+    "slimpajama_llama": dict(source="data/slimpajama-llama", tokenizer="tokenizers/llama",
+                             vocab_size=32000),
+}
+
+
+def _paper_data(name: str) -> dict:
+    d = PAPER_DATA[name]
+    return {"data.source": d["source"], "data.tokenizer": d["tokenizer"],
+            "model.vocab_size": d["vocab_size"]}
+
+
+# pod settings of every paper run: bf16 compute (float32 params and Adam moments), the layer
+# input saved and the rest recomputed except matmuls without a batch axis (maxtext's
+# default), and the global batch in 4 micro-batches
+PAPER_POD = {"model.dtype": "bfloat16", "model.param_dtype": "float32",
+             "model.remat": "dots_with_no_batch_dims_saveable", "train.microbatches": 4}
 
 _TRAIN_SMALL = dict(lr=3.0e-3, warmup_steps=2, steps=20, log_every=5, eval_every=10,
                     eval_batches=2, ckpt_every=20)
@@ -29,9 +61,10 @@ BASES = {
                     data=dict(source="stdlib", seq_len=64, batch_size=16),
                     train=dict(lr=3.0e-3, warmup_steps=30, steps=300, log_every=10,
                                eval_every=50, eval_batches=4, ckpt_every=100)),
-    # The Depth Delusion setup (arXiv 2601.20994; secondary source, unverified).
+    # The Depth Delusion setup (arXiv 2601.20994; secondary source, unverified); the corpus
+    # and the pod settings come with `_paper` below.
     "paper": dict(model=dict(width=512, heads=8, depth=12, scheme="pre", ffn="gelu"),
-                  data=dict(source="stdlib", seq_len=1024, batch_size=256),
+                  data=dict(seq_len=1024, batch_size=256),
                   train=dict(lr=3.0e-4, warmup_steps=1000, steps=10000, weight_decay=0.1,
                              grad_clip=1.0, log_every=50, eval_every=1000, eval_batches=8,
                              ckpt_every=1000)),
@@ -41,6 +74,8 @@ BASES = {
 LNS_MODELS = {"130M": (768, 12, 12, 2048, 1e-3, 20000), "250M": (768, 24, 16, 2560, 1e-3, 40000),
               "350M": (1024, 24, 16, 2736, 5e-4, 60000), "1B": (2048, 24, 32, 5461, 5e-4, 100000)}
 
+LNS_WARMUP = {"1B": 1000}  # warmup is 10% of the steps, except the 1B model's 1k
+
 CURSE_SCHEMES = ["pre", "lns", "post", "mix", "deepnorm"]
 STABILIZER_SCHEMES = ["pre", "lns", "deepnorm"]
 
@@ -49,6 +84,8 @@ def _spec(name: str, size: str, grid: dict, zips=(), overrides=None, head_dim: i
     spec = dict(name=f"{name}_{size}", base=BASES[size], grid=grid, head_dim=head_dim)
     if zips:
         spec["zip"] = list(zips)
+    if size == "paper":
+        overrides = {**_paper_data("slimpajama_llama"), **PAPER_POD, **(overrides or {})}
     if overrides:
         spec["overrides"] = overrides
     return spec
@@ -60,13 +97,15 @@ def _curse(size: str) -> dict:
         col = lambda i: [LNS_MODELS[n][i] for n in names]  # noqa: E731
         return dict(
             name="curse_of_depth_paper", base=BASES["paper"],
-            overrides={"data.seq_len": 256, "data.batch_size": 512, "model.ffn": "swiglu",
-                       "model.vocab_size": 32000, "train.weight_decay": 0.0,
-                       "train.grad_clip": 0.0, "train.min_lr_ratio": 0.1},
+            overrides={**_paper_data("c4_t5"), **PAPER_POD,
+                       "data.seq_len": 256, "data.batch_size": 512, "model.ffn": "swiglu",
+                       "train.weight_decay": 0.0, "train.grad_clip": 0.0,
+                       "train.min_lr_ratio": 0.1},
             grid={"model.scheme": CURSE_SCHEMES},
             zip=[{"model.width": col(0), "model.depth": col(1), "model.heads": col(2),
                   "model.ffn_hidden": col(3), "train.lr": col(4), "train.steps": col(5),
-                  "train.warmup_steps": [s // 10 for s in col(5)]}])
+                  "train.warmup_steps": [LNS_WARMUP.get(n, s // 10)
+                                         for n, s in zip(names, col(5))]}])
     depths = {"tiny": [2, 4], "default": [3, 6, 12]}[size]
     grid = {"model.scheme": CURSE_SCHEMES, "model.depth": depths}
     if size == "default":  # replicates: is a scheme's gap at depth larger than seed noise?
@@ -92,7 +131,7 @@ def _delusion(size: str) -> dict:
 def _stabilizers(size: str) -> dict:
     grid = _delusion_grid(size, STABILIZER_SCHEMES)
     if size == "tiny":
-        grid["model.width"] = [32]  # compiled steps shared with depth_delusion --tiny
+        grid["model.width"] = [32]  # compiled steps shared with depth_delusion --size tiny
     if size == "default":  # three schemes: the default delusion grid minus its widest width
         grid["model.width"] = [32, 64]
     return _spec("stabilizers_vs_dcrit", size, grid, head_dim=64 if size == "paper" else 16)

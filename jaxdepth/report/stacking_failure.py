@@ -76,8 +76,8 @@ def report(out: Path, meta: dict, rows=None) -> str:
 
     data = read_json(out / "signal.json")
     if data is None:
-        raise UserError(f"'{out}' holds no signal.json: run `python experiments/"
-                        "stacking_failure.py` (or with --out) to propagate the models first")
+        raise UserError(f"'{out}' holds no signal.json: run `jaxdepth experiment "
+                        "stacking_failure` (or with --out) to propagate the models first")
     profs = [S.Profile(p["label"], p["depth"], p["width"], "init",
                        {k: np.asarray(v, np.float64) for k, v in p["stats"].items()})
              for p in data["profiles"]]

@@ -1,5 +1,6 @@
-"""`jaxdepth sweep SPEC.yaml [--out DIR] [--shard i/n] [--plan] [--no-progress]
-[--claim-timeout S]`: run (or plan) a resumable sweep; re-run the same command to resume."""
+"""`jaxdepth sweep SPEC.yaml [k=v ...] [--out DIR] [--shard i/n] [--plan] [--no-progress]
+[--claim-timeout S] [multi-host flags]`: run (or plan) a resumable sweep; re-run the same
+command to resume. `k=v` overrides apply to the spec's base config."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--claim-timeout", type=float, default=300.0, metavar="S",
                    help="a claim whose heartbeat is older than S seconds is taken over "
                    "(default 300; a dead process on this host is taken over at once)")
+    from jaxdepth.parallel import add_distributed_arguments
+
+    add_distributed_arguments(p)
 
 
 def run(args) -> int:
@@ -39,10 +43,14 @@ def run(args) -> int:
     if args.plan:
         from jaxdepth.sweep.plan import format_plan, plan_rows
 
-        runs = expand(spec)
+        runs = expand(spec, check_disk=False)  # a plan needs no corpus here
         rows, source = plan_rows(runs[shard[0]::shard[1]], out, not args.no_calibrate)
         print(format_plan(rows, source))
         return 0
+    expand(spec)  # every run validated before jax work starts
+    from jaxdepth.parallel import initialize_from_args
+
+    initialize_from_args(args)  # before anything touches a jax backend
     from jaxdepth.sweep.runner import run_sweep
 
     t0 = time.time()

@@ -213,9 +213,10 @@ def _apply_helpers(spec: SweepSpec, data: dict) -> None:
         t["steps"] = steps_at(m.get("depth", defaults.model.depth))
 
 
-def expand(spec: SweepSpec) -> list[RunConfig]:
+def expand(spec: SweepSpec, check_disk: bool = True) -> list[RunConfig]:
     """Every run of the spec, validated (an invalid one is a UserError naming the run and
-    its axis values, before anything trains), named by its run id, duplicates merged."""
+    its axis values, before anything trains), named by its run id, duplicates merged.
+    `check_disk=False` (plans) skips `check_paths`: a plan needs no corpus on this machine."""
     axes = [((k,), tuple((v,) for v in vals)) for k, vals in spec.grid] + list(spec.zips)
     runs: dict[str, RunConfig] = {}
     for combo in itertools.product(*(rows for _, rows in axes)):
@@ -229,7 +230,9 @@ def expand(spec: SweepSpec) -> list[RunConfig]:
         try:
             _apply_helpers(spec, data)
             data["name"] = "run"
-            cfg = check_paths(validate(from_dict(RunConfig, data)))
+            cfg = validate(from_dict(RunConfig, data))
+            if check_disk:
+                check_paths(cfg)
         except UserError as e:
             raise UserError(f"sweep '{spec.name}', run with {where}: {e}") from None
         rid = run_id(cfg)

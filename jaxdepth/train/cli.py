@@ -11,28 +11,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.depth=8")
     p.add_argument("--run-dir", help="run directory (default: runs/<name>); re-run to resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g = p.add_argument_group("multi-host (one command per host; see docs/pod.md)")
-    g.add_argument("--coordinator", metavar="HOST:PORT",
-                   help="address of process 0 (env JAXDEPTH_COORDINATOR)")
-    g.add_argument("--num-processes", type=int, metavar="N",
-                   help="number of processes (env JAXDEPTH_NUM_PROCESSES)")
-    g.add_argument("--process-id", type=int, metavar="I",
-                   help="this process, 0..N-1 (env JAXDEPTH_PROCESS_ID)")
-    g.add_argument("--distributed", action="store_true",
-                   help="let jax detect the cluster (TPU pod, SLURM, MPI; env JAXDEPTH_DISTRIBUTED=1)")
+    from jaxdepth.parallel import add_distributed_arguments
+
+    add_distributed_arguments(p)
 
 
 def run(args) -> int:
     from jaxdepth.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # validated before jax work starts
-    from jaxdepth.parallel import maybe_initialize_distributed
+    from jaxdepth.parallel import initialize_from_args
 
-    maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id,
-                                 args.distributed)  # before anything touches a jax backend
+    initialize_from_args(args)  # before anything touches a jax backend
     from jaxdepth.train.loop import train
 
-    run_dir = Path(args.run_dir or Path("runs") / cfg.name)
+    run_dir = args.run_dir or Path("runs") / cfg.name  # a path or a gs:// URL
     st = train(cfg, run_dir, progress=not args.no_progress)
     loss = st.get("final_loss")
     val = st.get("final_val_loss")

@@ -71,6 +71,15 @@ def params_from_run(src_dir: str | Path, abstract_params):
     return out.state["params"]
 
 
+def check_microbatches(batch_size: int, k: int, sharding) -> None:
+    """Each micro-batch must split evenly over the batch shards (else every micro-batch is
+    resharded in the step): a UserError before compiling."""
+    shards = math.prod(sharding.mesh.shape[a] for a in jax.tree.leaves(tuple(sharding.spec)))
+    if k > 1 and batch_size % (k * shards):
+        raise UserError(f"data.batch_size ({batch_size}) must be divisible by train.microbatches "
+                        f"({k}) x the {shards} batch shards of the mesh = {k * shards}")
+
+
 def _host(tree):
     return jax.tree.map(lambda x: np.asarray(x).tolist(), jax.device_get(tree))
 
@@ -101,6 +110,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
     tok = corpus.tokenizer
     mcfg = resolve_model(cfg.model, tok.vocab_size)
     b = build(mcfg, build_key(t_cfg), cfg.parallel, d_cfg.seq_len, tok.pad_id, mesh)
+    check_microbatches(d_cfg.batch_size, t_cfg.microbatches, b.batch_sharding)
     data_iter = train_iterator(corpus, d_cfg, pid, pcount)
     val = [parallel.global_batch({"tokens": v}, b.batch_sharding)
            for v in val_batches(corpus, d_cfg, t_cfg.eval_batches, pid, pcount)]
