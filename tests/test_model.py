@@ -51,13 +51,13 @@ class TestForward(chex.TestCase):
                           (cfg.depth, cfg.width, cfg.heads, cfg.head_dim))
 
 
-def test_bfloat16_compute_keeps_float32_params_and_logits():
+def test_bfloat16_compute_keeps_float32_params_logits_and_residual_stream():
     cfg = tiny_model(dtype="bfloat16", scheme="lns")
     params, tokens = init(cfg)
     chex.assert_trees_all_equal_dtypes(params, jax.tree.map(lambda p: p.astype(jnp.float32), params))
     logits, aux = Transformer(cfg, return_hidden=True).apply({"params": params}, tokens)
     chex.assert_type(logits, jnp.float32)
-    chex.assert_type(aux["hidden"], jnp.bfloat16)
+    chex.assert_type(aux["hidden"], jnp.float32)  # precision.RESIDUAL_DTYPE
 
 
 def test_causal_through_gradients():

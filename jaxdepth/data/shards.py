@@ -86,9 +86,9 @@ class TokenStream:
     def __getstate__(self):
         return {**self.__dict__, "_fds": {}}
 
-    def __del__(self):
+    def __del__(self, _close=os.close):  # bound now: at interpreter exit `os` may be gone
         for fd in getattr(self, "_fds", {}).values():
-            os.close(fd)
+            _close(fd)
 
     def _pread(self, k: int, n: int, offset: int) -> bytes:
         """n bytes of shard k; descriptors stay open for the MAX_OPEN first shards read, the

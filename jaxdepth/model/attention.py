@@ -1,6 +1,27 @@
-"""Causal multi-head self-attention with rotary position embedding."""
+"""Causal multi-head self-attention with rotary position embedding, and its kernels.
+
+`softmax(q k^T / sqrt(H) + causal mask) v` per head (Vaswani et al. 2017, arXiv 1706.03762),
+q, k, v in BTNH layout, computed by the kernel `cfg.attention` names (resolved per backend by
+`jaxdepth.model.precision`):
+
+- `xla`: `jax.nn.dot_product_attention(implementation="xla")`, which materialises the (T, T)
+  logits. With bfloat16 q, k it computes them with float32 accumulation and output
+  (`preferred_element_type=float32`, dot algorithm BF16_BF16_F32) and the softmax in float32,
+  then casts the probabilities to v's dtype for `p v` (jax/_src/nn/functions.py,
+  `_dot_product_attention_core`), so no float32 copy of q, k is needed here.
+- `cudnn`: cuDNN's fused flash attention (Dao et al. 2022, arXiv 2205.14135; Dao 2023,
+  arXiv 2307.08691): tiles over the key axis with an online float32 softmax, never
+  materialising the logits; bfloat16 inputs; sharded over batch and heads by JAX's own
+  partitioning rule.
+- `splash`: the Pallas TPU splash kernel (`jax.experimental.pallas.ops.tpu.splash_attention`),
+  a block-sparse flash attention that skips the blocks the causal mask empties; float32
+  softmax inside the kernel.
+"""
 
 from __future__ import annotations
+
+import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -8,11 +29,14 @@ import jax.numpy as jnp
 
 from jaxdepth.config import ModelConfig
 from jaxdepth.model.layers import init
-from jaxdepth.model.precision import compute_dtype
+from jaxdepth.model.precision import attention_kernel, compute_dtype, param_dtype
+
+SPLASH_LANES = 128  # the splash kernel's kv blocks are multiples of the TPU's 128 lanes
 
 
 def rope(x_BTNH: jnp.ndarray, theta: float) -> jnp.ndarray:
-    """Rotary position embedding, rotate-half form (Su et al. 2021, arXiv 2104.09864)."""
+    """Rotary position embedding, rotate-half form (Su et al. 2021, arXiv 2104.09864),
+    computed in float32 and returned in x's dtype."""
     _, T, _, H = x_BTNH.shape
     inv_freq_G = 1.0 / theta ** (jnp.arange(0, H, 2, dtype=jnp.float32) / H)
     angle_TG = jnp.arange(T, dtype=jnp.float32)[:, None] * inv_freq_G[None, :]
@@ -22,8 +46,84 @@ def rope(x_BTNH: jnp.ndarray, theta: float) -> jnp.ndarray:
     return out.astype(x_BTNH.dtype)
 
 
+def xla_attention(q_BTNH, k_BTNH, v_BTNH):
+    return jax.nn.dot_product_attention(q_BTNH, k_BTNH, v_BTNH, is_causal=True,
+                                        implementation="xla")
+
+
+def cudnn_attention(q_BTNH, k_BTNH, v_BTNH):
+    return jax.nn.dot_product_attention(q_BTNH, k_BTNH, v_BTNH, is_causal=True,
+                                        implementation="cudnn")
+
+
+def splash_attention(q_BTNH, k_BTNH, v_BTNH, *, interpret: bool | None = None):
+    """The splash kernel over a batch. Under a mesh context (`jax.set_mesh`, as maxtext
+    does) the kernel runs in `shard_map` over the mesh axes the logical axis rules give
+    `batch` and `heads` (flax's `nn.logical_axis_rules` context, else the default
+    `parallel.rules`). Without one, XLA's SPMD partitioner cannot split the Mosaic custom
+    call: a batch-sharded run then gathers q, k, v and every device computes the whole
+    batch's attention (correct, not scalable). `interpret` (default: off TPU) runs the kernel
+    in Pallas interpret mode, for tests on CPU."""
+    if interpret is None:
+        interpret = jax.default_backend() != "tpu"
+    local = functools.partial(_splash_local, interpret=interpret)
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return local(q_BTNH, k_BTNH, v_BTNH)
+    spec = _batch_heads_spec(mesh)
+    return jax.shard_map(local, mesh=mesh, in_specs=(spec,) * 3, out_specs=spec,
+                         check_vma=False)(q_BTNH, k_BTNH, v_BTNH)
+
+
+def _batch_heads_spec(mesh):
+    """PartitionSpec of a BTNH array: batch and heads over their mesh axes (those of `mesh`)."""
+    from jaxdepth.config import ParallelConfig
+    from jaxdepth.parallel import rules
+
+    spec = nn.logical_to_mesh_axes(("batch", None, "heads", None),
+                                   nn.get_logical_axis_rules() or rules(ParallelConfig()))
+
+    def present(axes):
+        kept = tuple(a for a in (axes if isinstance(axes, tuple) else (axes,))
+                     if a in mesh.axis_names)
+        return kept or None
+
+    return jax.sharding.PartitionSpec(*(present(a) for a in spec))
+
+
+def _splash_local(q_BTNH, k_BTNH, v_BTNH, *, interpret: bool):
+    """Splash attention on (a shard of) the batch: the kernel works per example on
+    (heads, seq, head_dim) and does not scale q, so q is scaled by 1/sqrt(H) and the kernel
+    vmapped over the batch. T is padded at the end to a multiple of 128: under the causal
+    mask no real query sees a padded key, and the padded queries' outputs are dropped."""
+    from jax.experimental.pallas.ops.tpu import splash_attention as sa
+
+    B, T, N, H = q_BTNH.shape
+    T_pad = -(-T // SPLASH_LANES) * SPLASH_LANES
+    block = next(b for b in (512, 256, SPLASH_LANES) if T_pad % b == 0)
+
+    def to_BNTH(x_BTNH):
+        x_BTNH = jnp.pad(x_BTNH, ((0, 0), (0, T_pad - T), (0, 0), (0, 0)))
+        return jnp.swapaxes(x_BTNH, 1, 2)
+
+    q_BTNH = (q_BTNH.astype(jnp.float32) / math.sqrt(H)).astype(q_BTNH.dtype)
+    kernel = sa.make_splash_mha(
+        sa.MultiHeadMask([sa.CausalMask((T_pad, T_pad))] * N),
+        block_sizes=sa.BlockSizes(
+            block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
+            block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block,
+            block_kv_dq=block),
+        head_shards=1, q_seq_shards=1, interpret=interpret)
+    o_BNTH = jax.vmap(kernel)(to_BNTH(q_BTNH), to_BNTH(k_BTNH), to_BNTH(v_BTNH))
+    return jnp.swapaxes(o_BNTH, 1, 2)[:, :T]
+
+
+KERNEL_FNS = {"xla": xla_attention, "cudnn": cudnn_attention, "splash": splash_attention}
+
+
 class Attention(nn.Module):
-    """softmax(q k^T / sqrt(H) + causal mask) v over `heads` heads (Vaswani et al. 2017)."""
+    """softmax(q k^T / sqrt(H) + causal mask) v over `heads` heads (Vaswani et al. 2017),
+    projections stored in `cfg.param_dtype` and computed in the compute dtype."""
 
     cfg: ModelConfig
     out_std: float
@@ -32,15 +132,15 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, x_BTW: jnp.ndarray) -> jnp.ndarray:
         cfg = self.cfg
-        dtype = compute_dtype(cfg)
+        dtype, pdtype = compute_dtype(cfg), param_dtype(cfg)
         N, H = cfg.heads, cfg.head_dim
         proj = lambda name, std: nn.DenseGeneral(  # noqa: E731
-            (N, H), use_bias=False, dtype=dtype, name=name,
+            (N, H), use_bias=False, dtype=dtype, param_dtype=pdtype, name=name,
             kernel_init=init(std, ("embed", "heads", "kv")))
         q_BTNH = rope(proj("query", cfg.init_std)(x_BTW), cfg.rope_theta)
         k_BTNH = rope(proj("key", cfg.init_std)(x_BTW), cfg.rope_theta)
         v_BTNH = proj("value", self.v_std)(x_BTW)
-        o_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BTNH, v_BTNH, is_causal=True)
+        o_BTNH = KERNEL_FNS[attention_kernel(cfg)](q_BTNH, k_BTNH, v_BTNH)
         return nn.DenseGeneral(
-            cfg.width, axis=(-2, -1), use_bias=False, dtype=dtype, name="out",
-            kernel_init=init(self.out_std, ("heads", "kv", "embed")))(o_BTNH)
+            cfg.width, axis=(-2, -1), use_bias=False, dtype=dtype, param_dtype=pdtype,
+            name="out", kernel_init=init(self.out_std, ("heads", "kv", "embed")))(o_BTNH)

@@ -11,6 +11,7 @@ from jaxdepth.config import ModelConfig
 from jaxdepth.model.attention import Attention
 from jaxdepth.model.ffn import FFN
 from jaxdepth.model.layers import make_norm, rms
+from jaxdepth.model.precision import param_dtype, residual_dtype
 from jaxdepth.model.schemes import get_scheme, is_static
 
 
@@ -21,8 +22,9 @@ def _scale(s, x):
 
 def _norm_if(on, norm: nn.Module, x):
     """`norm(x)` where `on` (a traced bool) holds, else x, running the norm only when it
-    does (flax.linen.cond); the norm's parameters exist before the branch."""
-    return nn.cond(on, lambda mdl, v: mdl(v), lambda mdl, v: v, norm, x)
+    does (flax.linen.cond); the norm's parameters exist before the branch. Both branches
+    return x's dtype (the norm's output is in the compute dtype)."""
+    return nn.cond(on, lambda mdl, v: mdl(v).astype(v.dtype), lambda mdl, v: v, norm, x)
 
 
 class Block(nn.Module):
@@ -30,7 +32,9 @@ class Block(nn.Module):
     traced). `keep=False` makes the layer the identity (layer-removal diagnostics).
     `stats` are scalars per layer: residual RMS entering and leaving the layer and the
     update ratio ||F(x)|| / ||x|| of each sublayer; `hidden` is x' when
-    `return_hidden`, else None."""
+    `return_hidden`, else None. The residual stream x is float32 (`precision.RESIDUAL_DTYPE`:
+    a bfloat16 stream would round away small updates); sublayers compute in the compute
+    dtype, and every parameter (scheme gates too) is stored in `cfg.param_dtype`."""
 
     cfg: ModelConfig
     return_hidden: bool = False
@@ -39,6 +43,8 @@ class Block(nn.Module):
     def __call__(self, x_BTW, l, keep):
         cfg = self.cfg
         L = cfg.depth
+        stream = residual_dtype(cfg)
+        x_BTW = x_BTW.astype(stream)
         c = get_scheme(cfg.scheme).coeffs(l, L, cfg)
         # Output projections: optional std / sqrt(2L) (GPT-2, Radford et al. 2019), times the
         # scheme's init gain (DeepNorm beta, arXiv 2203.00555) on v, out and FFN weights.
@@ -69,14 +75,15 @@ class Block(nn.Module):
             if c.gate:
                 shape, names = ((), ()) if c.gate == "scalar" else ((cfg.width,), ("embed",))
                 g = self.param(f"{name}_gate", nn.with_logical_partitioning(
-                    nn.initializers.constant(c.gate_init), names), shape)
+                    nn.initializers.constant(c.gate_init), names), shape, param_dtype(cfg))
                 y = y * g.astype(y.dtype).reshape((1,) * (y.ndim - g.ndim) + g.shape)
             stats[f"{name}_update_ratio"] = rms(y) / (rms(x_BTW) + 1e-30)
             z = y if is_static(c.residual, 0.0) else _scale(c.residual, x_BTW) + y
+            z = z.astype(stream)  # the add runs in float32 (x is float32, y is promoted)
             if switched:
                 x_BTW = _norm_if(c.post, norm, z)
             else:
-                x_BTW = make_norm(cfg, f"{name}_norm_post")(z) if c.post else z
+                x_BTW = make_norm(cfg, f"{name}_norm_post")(z).astype(stream) if c.post else z
         x_BTW = jnp.where(keep, x_BTW, x0_BTW)
         stats["rms_out"] = rms(x_BTW)
         return x_BTW, (stats, x_BTW if self.return_hidden else None)

@@ -7,12 +7,13 @@ import jax.numpy as jnp
 
 from jaxdepth.config import ModelConfig
 from jaxdepth.model.layers import init
-from jaxdepth.model.precision import compute_dtype
+from jaxdepth.model.precision import compute_dtype, param_dtype
 
 
 class FFN(nn.Module):
     """SwiGLU `(silu(x W_gate) * (x W_up)) W_down` (Shazeer 2020, arXiv 2002.05202) or
-    GELU `gelu(x W_up) W_down` (Hendrycks & Gimpel 2016), hidden size `cfg.ffn_hidden_size`."""
+    GELU `gelu(x W_up) W_down` (Hendrycks & Gimpel 2016), hidden size `cfg.ffn_hidden_size`;
+    weights stored in `cfg.param_dtype`, matmuls and activations in the compute dtype."""
 
     cfg: ModelConfig
     in_std: float
@@ -21,9 +22,10 @@ class FFN(nn.Module):
     @nn.compact
     def __call__(self, x_BTW: jnp.ndarray) -> jnp.ndarray:
         cfg = self.cfg
-        dtype = compute_dtype(cfg)
+        dtype, pdtype = compute_dtype(cfg), param_dtype(cfg)
         dense = lambda feats, name, std, names: nn.Dense(  # noqa: E731
-            feats, use_bias=False, dtype=dtype, name=name, kernel_init=init(std, names))
+            feats, use_bias=False, dtype=dtype, param_dtype=pdtype, name=name,
+            kernel_init=init(std, names))
         F = cfg.ffn_hidden_size
         up_BTF = dense(F, "up", self.in_std, ("embed", "mlp"))(x_BTW)
         if cfg.ffn == "swiglu":

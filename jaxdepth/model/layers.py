@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdepth.config import ModelConfig
-from jaxdepth.model.precision import compute_dtype
+from jaxdepth.model.precision import compute_dtype, param_dtype
 
 
 def init(std: float, names: tuple[str, ...]):
@@ -16,14 +16,19 @@ def init(std: float, names: tuple[str, ...]):
 
 def make_norm(cfg: ModelConfig, name: str) -> nn.Module:
     """RMSNorm (Zhang & Sennrich 2019, arXiv 1910.07467) or LayerNorm (Ba et al. 2016,
-    arXiv 1607.06450), per `cfg.norm`."""
-    dtype = compute_dtype(cfg)
-    ones = nn.with_logical_partitioning(nn.initializers.ones, ("embed",))
+    arXiv 1607.06450), per `cfg.norm`, parameters in `cfg.param_dtype`.
+
+    Whatever the compute dtype, flax computes the statistics in float32
+    (`force_float32_reductions=True`, set here explicitly: `_compute_stats` promotes x to at
+    least float32), normalises and scales in float32 (x - mean, rsqrt(var + eps) and the scale
+    promote to float32) and casts only the output to the compute dtype."""
+    kw = dict(epsilon=cfg.norm_eps, dtype=compute_dtype(cfg), param_dtype=param_dtype(cfg),
+              force_float32_reductions=True, name=name,
+              scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)))
     if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(epsilon=cfg.norm_eps, dtype=dtype, scale_init=ones, name=name)
+        return nn.RMSNorm(**kw)
     zeros = nn.with_logical_partitioning(nn.initializers.zeros, ("embed",))
-    return nn.LayerNorm(epsilon=cfg.norm_eps, dtype=dtype, scale_init=ones, bias_init=zeros,
-                        name=name)
+    return nn.LayerNorm(bias_init=zeros, **kw)
 
 
 def rms(x_BTW: jnp.ndarray) -> jnp.ndarray:

@@ -1,7 +1,13 @@
 """Decoder-only LM: embed -> (the scheme's embedding norm) -> nn.scan(Block) over the layer
-index -> (the scheme's final norm) -> logits."""
+index -> (the scheme's final norm) -> logits.
+
+Precision (Micikevicius et al. 2018, arXiv 1710.03740): parameters in `model.param_dtype`,
+matmuls in the compute dtype, norms' statistics, the attention softmax and the residual
+stream in float32, and the logits accumulated and returned in float32."""
 
 from __future__ import annotations
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -10,7 +16,7 @@ import jax.numpy as jnp
 from jaxdepth.config import ModelConfig
 from jaxdepth.model.block import Block
 from jaxdepth.model.layers import init, make_norm
-from jaxdepth.model.precision import compute_dtype
+from jaxdepth.model.precision import compute_dtype, param_dtype, residual_dtype
 from jaxdepth.model.schemes import get_scheme
 
 
@@ -46,13 +52,18 @@ class Transformer(nn.Module):
     def setup(self):
         cfg = self.cfg
         scheme = get_scheme(cfg.scheme)
-        self.embed = nn.Embed(cfg.vocab_size, cfg.width, dtype=compute_dtype(cfg),
+        # The lookup returns the residual stream's float32 (exact: it only gathers rows).
+        self.embed = nn.Embed(cfg.vocab_size, cfg.width, dtype=residual_dtype(cfg),
+                              param_dtype=param_dtype(cfg),
                               embedding_init=init(cfg.init_std, ("vocab", "embed")))
         self.embed_norm = make_norm(cfg, "embed_norm") if scheme.embed_norm else None
         self.final_norm = make_norm(cfg, "final_norm") if scheme.final_norm else None
         if not cfg.tied_embeddings:
-            self.head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=compute_dtype(cfg),
-                                 kernel_init=init(cfg.init_std, ("embed", "vocab")))
+            self.head = nn.Dense(
+                cfg.vocab_size, use_bias=False, dtype=compute_dtype(cfg),
+                param_dtype=param_dtype(cfg), kernel_init=init(cfg.init_std, ("embed", "vocab")),
+                dot_general=functools.partial(jax.lax.dot_general,
+                                              preferred_element_type=jnp.float32))
         cls = block_class(cfg, self.return_hidden)
         if cfg.scan_layers:
             self.layers = cls(cfg, self.return_hidden)
@@ -61,17 +72,23 @@ class Transformer(nn.Module):
 
     def unembed(self, h_BTW):
         """Final norm (if the scheme has one) and unembedding, logits in float32. Also the
-        logit lens when applied to an intermediate residual stream (nostalgebraist 2020)."""
+        logit lens when applied to an intermediate residual stream (nostalgebraist 2020).
+        The matmul takes compute-dtype inputs and accumulates and returns float32
+        (`preferred_element_type`): a bfloat16 output would round every logit to 8
+        significant bits before the softmax and the loss."""
         if self.final_norm is not None:
             h_BTW = self.final_norm(h_BTW)
-        logits = self.embed.attend(h_BTW) if self.cfg.tied_embeddings else self.head(h_BTW)
-        return logits.astype(jnp.float32)
+        dtype = compute_dtype(self.cfg)
+        if not self.cfg.tied_embeddings:
+            return self.head(h_BTW.astype(dtype))
+        return jnp.einsum("...w,vw->...v", h_BTW.astype(dtype),
+                          self.embed.embedding.astype(dtype), preferred_element_type=jnp.float32)
 
     def __call__(self, tokens_BT, layer_mask_L=None):
         cfg = self.cfg
         x_BTW = self.embed(tokens_BT)
         if self.embed_norm is not None:
-            x_BTW = self.embed_norm(x_BTW)
+            x_BTW = self.embed_norm(x_BTW).astype(residual_dtype(cfg))
         x0_BTW = x_BTW
         keep_L = (jnp.ones(cfg.depth, bool) if layer_mask_L is None
                   else jnp.asarray(layer_mask_L, bool))

@@ -56,6 +56,21 @@ def boxed_param_init(model, seq_len: int):
     return init, jax.eval_shape(init, jax.random.key(0))
 
 
+def in_mesh(fn, mesh: Mesh, pcfg, mcfg):
+    """`fn` traced inside the mesh and logical axis rules, for the splash kernel, which
+    shards itself with `shard_map` over the mesh it finds in context (XLA cannot partition
+    its Mosaic custom call); the other kernels are partitioned by XLA and need no context."""
+    if mcfg.attention != "splash":
+        return fn
+
+    @functools.wraps(fn)
+    def traced_in_mesh(*args):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return fn(*args)
+
+    return traced_in_mesh
+
+
 @functools.lru_cache(maxsize=16)
 def build(mcfg, tcfg, pcfg, seq_len: int, pad_id: int, mesh: Mesh | None = None) -> Built:
     mesh = mesh if mesh is not None else parallel.make_mesh(pcfg)
@@ -83,8 +98,9 @@ def build(mcfg, tcfg, pcfg, seq_len: int, pad_id: int, mesh: Mesh | None = None)
     if k > 1:
         micro_sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
             None, *batch_sh.spec))
-    train_step = make_train_step(model, tx, schedule, pad_id, mcfg.depth, k, micro_sh)
-    eval_step = make_eval_step(model, pad_id)
+    train_step = in_mesh(make_train_step(model, tx, schedule, pad_id, mcfg.depth, k, micro_sh),
+                         mesh, pcfg, mcfg)
+    eval_step = in_mesh(make_eval_step(model, pad_id), mesh, pcfg, mcfg)
     return Built(
         model=model, tx=tx, schedule=schedule, mesh=mesh, state_shardings=state_sh,
         batch_sharding=batch_sh,
