@@ -164,6 +164,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
                                file=sys.stderr)
                     if step != saved:  # every process saves this same step (collectively)
                         checkpoint.save(mngr, step, state, data_iter, cfg_dict)
+                        saved = step
                     mngr.wait_until_finished()
                     status.update(status="interrupted", step=step)
                     break
