@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxdepth.config import ModelConfig
 from jaxdepth.model.attention import Attention
 from jaxdepth.model.ffn import FFN
-from jaxdepth.model.layers import make_norm, rms
+from jaxdepth.model.layers import make_norm, rms, shard_batch
 from jaxdepth.model.precision import param_dtype, residual_dtype
 from jaxdepth.model.schemes import get_scheme, is_static
 
@@ -44,7 +44,7 @@ class Block(nn.Module):
         cfg = self.cfg
         L = cfg.depth
         stream = residual_dtype(cfg)
-        x_BTW = x_BTW.astype(stream)
+        x_BTW = shard_batch(x_BTW.astype(stream))
         c = get_scheme(cfg.scheme).coeffs(l, L, cfg)
         # Output projections: optional std / sqrt(2L) (GPT-2, Radford et al. 2019), times the
         # scheme's init gain (DeepNorm beta, arXiv 2203.00555) on v, out and FFN weights.

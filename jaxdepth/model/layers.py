@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxdepth.config import ModelConfig
@@ -34,3 +38,30 @@ def make_norm(cfg: ModelConfig, name: str) -> nn.Module:
 def rms(x_BTW: jnp.ndarray) -> jnp.ndarray:
     """Root-mean-square over every element, in float32."""
     return jnp.sqrt(jnp.mean(jnp.square(x_BTW.astype(jnp.float32))))
+
+
+# The sharding of the batch axis of activations, set while a step is traced
+# (`activation_sharding`, from `jaxdepth.train.build`): without it GSPMD may follow the
+# FSDP weights' `embed` split and keep the whole batch's activations on every device.
+_BATCH_SHARDING: contextvars.ContextVar = contextvars.ContextVar("batch_sharding", default=None)
+
+
+@contextlib.contextmanager
+def activation_sharding(batch_sharding):
+    """Trace-time context: activations are split over the batch axes of `batch_sharding`
+    (a NamedSharding whose spec's first entry shards the leading axis)."""
+    token = _BATCH_SHARDING.set(batch_sharding)
+    try:
+        yield
+    finally:
+        _BATCH_SHARDING.reset(token)
+
+
+def shard_batch(x):
+    """`x` (batch leading) constrained to the batch shards, where a step sets them."""
+    sh = _BATCH_SHARDING.get()
+    if sh is None:
+        return x
+    spec = jax.sharding.PartitionSpec(sh.spec[0], *([None] * (x.ndim - 1)))
+    return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(sh.mesh, spec))
+

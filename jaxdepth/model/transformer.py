@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from jaxdepth.config import ModelConfig
 from jaxdepth.model.block import Block
-from jaxdepth.model.layers import init, make_norm
+from jaxdepth.model.layers import init, make_norm, shard_batch
 from jaxdepth.model.precision import compute_dtype, param_dtype, residual_dtype
 from jaxdepth.model.schemes import get_scheme
 
@@ -86,7 +86,7 @@ class Transformer(nn.Module):
 
     def __call__(self, tokens_BT, layer_mask_L=None):
         cfg = self.cfg
-        x_BTW = self.embed(tokens_BT)
+        x_BTW = shard_batch(self.embed(tokens_BT))
         if self.embed_norm is not None:
             x_BTW = self.embed_norm(x_BTW).astype(residual_dtype(cfg))
         x0_BTW = x_BTW

@@ -59,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "throughput reference (time estimates then print as ?)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     from jaxdepth.parallel import add_distributed_arguments
+    from jaxdepth.sweep.plan import add_target_arguments
+
+    add_target_arguments(p)
 
     add_distributed_arguments(p)
 
@@ -100,7 +103,8 @@ def experiment_spec(name: str, size: str, overrides=()):
     return raw, load_spec(raw, list(overrides))
 
 
-def plan(name: str, size: str, out: Path, spec=None, calibrate: bool = True) -> str:
+def plan(name: str, size: str, out: Path, spec=None, calibrate: bool = True,
+         target: dict | None = None) -> str:
     """The plan text (runs, sizes, FLOPs, estimated wall time) of one experiment; `spec`:
     its SweepSpec (default: the experiment's, without overrides)."""
     if name == "stacking_failure":
@@ -114,7 +118,7 @@ def plan(name: str, size: str, out: Path, spec=None, calibrate: bool = True) -> 
 
     spec = spec or experiment_spec(name, size)[1]
     rows, source = plan_rows(expand(spec, check_disk=False), out / "sweep",
-                             calibrate_ok=calibrate and size != "paper")
+                             calibrate_ok=calibrate and size != "paper", **(target or {}))
     return format_plan(rows, source)
 
 
@@ -163,7 +167,10 @@ def run(args) -> int:
     else:
         raw, spec = experiment_spec(name, size, args.overrides)
     if args.plan:
-        print(plan(name, size, out, spec, calibrate=not args.no_calibrate))
+        from jaxdepth.sweep.plan import target_from_args
+
+        print(plan(name, size, out, spec, calibrate=not args.no_calibrate,
+                   target=target_from_args(args)))
         return 0
     if spec is not None:
         from jaxdepth.sweep import expand

@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a claim whose heartbeat is older than S seconds is taken over "
                    "(default 300; a dead process on this host is taken over at once)")
     from jaxdepth.parallel import add_distributed_arguments
+    from jaxdepth.sweep.plan import add_target_arguments
+
+    add_target_arguments(p)
 
     add_distributed_arguments(p)
 
@@ -41,10 +44,11 @@ def run(args) -> int:
         raise UserError(f"--claim-timeout must be > 0, got {args.claim_timeout}")
     out = Path(args.out) if args.out else default_out(spec)
     if args.plan:
-        from jaxdepth.sweep.plan import format_plan, plan_rows
+        from jaxdepth.sweep.plan import format_plan, plan_rows, target_from_args
 
         runs = expand(spec, check_disk=False)  # a plan needs no corpus here
-        rows, source = plan_rows(runs[shard[0]::shard[1]], out, not args.no_calibrate)
+        rows, source = plan_rows(runs[shard[0]::shard[1]], out, not args.no_calibrate,
+                                 **target_from_args(args))
         print(format_plan(rows, source))
         return 0
     expand(spec)  # every run validated before jax work starts

@@ -67,6 +67,21 @@ def write_index(out_dir, spec: SweepSpec, runs: list[RunConfig]) -> None:
     write_json(out_dir / "sweep.json", index, indent=1)
 
 
+def check_memory(runs: list[RunConfig]) -> None:
+    """Refuse the sweep (one line naming the run) when any run's memory estimate exceeds
+    the device's, before anything trains (`jaxdepth.memory`)."""
+    from jaxdepth import memory
+    from jaxdepth.sweep.plan import resolved_vocab
+    from jaxdepth.train.build import resolve_model
+
+    vocab = {}
+    for cfg in runs:
+        key = (cfg.data.source, cfg.data.tokenizer, cfg.data.bpe_vocab_size)
+        if not cfg.model.vocab_size and key not in vocab:
+            vocab[key] = resolved_vocab(cfg.data)
+        memory.check_run(cfg, resolve_model(cfg.model, cfg.model.vocab_size or vocab[key]))
+
+
 def _multihost() -> bool:
     """Whether this process is one of several of a `jax.distributed` job (without importing
     jax when it has not been imported: a single-process sweep plans and skips without it)."""
@@ -146,6 +161,7 @@ def run_sweep(spec: SweepSpec | str | Path | dict, out_dir: str | Path | None = 
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
     runs = expand(spec)  # every run validated before anything trains
+    check_memory(runs)
     out = rundir.path(out_dir if out_dir is not None else default_out(spec))
     check_claims_supported(out)
     i, n = shard

@@ -5,6 +5,7 @@ process share one compiled train step (sweeps rely on this)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from jax.sharding import Mesh
 from jaxdepth import parallel
 from jaxdepth.errors import UserError
 from jaxdepth.model import Transformer, precision
+from jaxdepth.model.layers import activation_sharding
 from jaxdepth.train.optim import lr_schedule, make_optimizer
 from jaxdepth.train.step import TrainState, make_eval_step, make_train_step
 
@@ -56,16 +58,17 @@ def boxed_param_init(model, seq_len: int):
     return init, jax.eval_shape(init, jax.random.key(0))
 
 
-def in_mesh(fn, mesh: Mesh, pcfg, mcfg):
-    """`fn` traced inside the mesh and logical axis rules, for the splash kernel, which
-    shards itself with `shard_map` over the mesh it finds in context (XLA cannot partition
-    its Mosaic custom call); the other kernels are partitioned by XLA and need no context."""
-    if mcfg.attention != "splash":
-        return fn
+def in_mesh(fn, mesh: Mesh, batch_sh, mcfg):
+    """`fn` traced with activations pinned to the batch shards (`layers.shard_batch`) and,
+    for the splash kernel, inside the mesh: splash shards itself with `shard_map` over the
+    mesh it finds in context (XLA cannot partition its Mosaic custom call)."""
 
     @functools.wraps(fn)
     def traced_in_mesh(*args):
-        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(activation_sharding(batch_sh))
+            if mcfg.attention == "splash":
+                stack.enter_context(jax.sharding.use_abstract_mesh(mesh.abstract_mesh))
             return fn(*args)
 
     return traced_in_mesh
@@ -99,8 +102,8 @@ def build(mcfg, tcfg, pcfg, seq_len: int, pad_id: int, mesh: Mesh | None = None)
         micro_sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
             None, *batch_sh.spec))
     train_step = in_mesh(make_train_step(model, tx, schedule, pad_id, mcfg.depth, k, micro_sh),
-                         mesh, pcfg, mcfg)
-    eval_step = in_mesh(make_eval_step(model, pad_id), mesh, pcfg, mcfg)
+                         mesh, batch_sh, mcfg)
+    eval_step = in_mesh(make_eval_step(model, pad_id), mesh, batch_sh, mcfg)
     return Built(
         model=model, tx=tx, schedule=schedule, mesh=mesh, state_shardings=state_sh,
         batch_sharding=batch_sh,

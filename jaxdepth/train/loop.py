@@ -18,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
-from jaxdepth import checkpoint, parallel, rundir
+from jaxdepth import checkpoint, memory, parallel, rundir
 from jaxdepth.config import RunConfig, TrainConfig, check_paths, to_dict
 from jaxdepth.data.pipeline import load_corpus, train_iterator, val_batches
 from jaxdepth.data.shards import bits_per_byte
@@ -109,6 +109,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
     corpus = load_corpus(d_cfg, progress=None if progress and is_writer else False)
     tok = corpus.tokenizer
     mcfg = resolve_model(cfg.model, tok.vocab_size)
+    memory.check_run(cfg, mcfg, n_devices=mesh.size if mesh is not None else None)
     b = build(mcfg, build_key(t_cfg), cfg.parallel, d_cfg.seq_len, tok.pad_id, mesh)
     check_microbatches(d_cfg.batch_size, t_cfg.microbatches, b.batch_sharding)
     data_iter = train_iterator(corpus, d_cfg, pid, pcount)
