@@ -215,6 +215,11 @@ def maybe_initialize_distributed(coordinator=None, num_processes=None, process_i
         return True
     if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Preemption is coordinated by jaxdepth.train.preempt (a flag all-gathered at every step
+    # boundary), not by JAX's preemption service: that one agrees on "the furthest process's
+    # last reported step + 1" and is missed when a notice arrives while no step is reported
+    # (restoring, compiling, between the runs of a sweep).
+    jax.config.update("jax_enable_preemption_service", False)
     jax.distributed.initialize(**kwargs)
     return True
 

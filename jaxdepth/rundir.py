@@ -159,11 +159,19 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+# How a run is laid out on the machine, which changes the arithmetic's order, not what is
+# computed: the number of micro-batches (a smaller slice needs more) and the attention kernel
+# (flash or not); with the mesh (`parallel`), they may change when a run resumes, and run ids
+# (`jaxdepth.sweep.spec.run_id`) ignore them.
+LAYOUT_KEYS = ("train.microbatches", "model.attention")
+
+
 def run_changes(old: dict, new: dict) -> list[str]:
     """The dotted keys in which config `new` makes a different run from `old`. The one rule
-    of "the same run": `train.steps` may change (a finished run is extended) and so may
-    `parallel` (a resumed run reshards onto another mesh). Keys an older jaxdepth did not
-    write count as their defaults."""
+    of "the same run": `train.steps` may change (a finished run is extended), and so may
+    `parallel` and the `LAYOUT_KEYS`. Keys an older jaxdepth did
+    not write count as their defaults. The train loop records `model.dtype` resolved
+    (`auto` -> float32 or bfloat16), so a run cannot change precision on resuming."""
     from jaxdepth.config import RunConfig, from_dict, to_dict
 
     def complete(d):
@@ -173,7 +181,8 @@ def run_changes(old: dict, new: dict) -> list[str]:
             return d
 
     return [k for k in config_diff(complete(old), complete(new))
-            if k != "train.steps" and k != "parallel" and not k.startswith("parallel.")]
+            if k not in (*LAYOUT_KEYS, "train.steps") and k != "parallel"
+            and not k.startswith("parallel.")]
 
 
 def check_same_run(run_dir, cfg_dict: dict) -> None:

@@ -147,6 +147,14 @@ def test_tiny_with_a_100k_sequence_is_refused_on_24_gib():
     assert e["total"] < 100 * 2**20
 
 
+def test_memory_check_can_be_switched_off(monkeypatch):
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["data.seq_len=100000"])
+    mcfg = precision.resolve(dataclasses.replace(cfg.model, vocab_size=320), "cpu", "")
+    monkeypatch.setenv(memory.ENV_CHECK, "0")
+    est = memory.check_run(cfg, mcfg, n_devices=1, capacity=24 * GiB)  # no error
+    assert est["total"] > 24 * GiB
+
+
 def test_device_memory_on_cpu_is_the_host_ram_share():
     import psutil
 

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdepth.config import ModelConfig
-from jaxdepth.model.layers import init
+from jaxdepth.model.layers import init, layout_rules
 from jaxdepth.model.precision import attention_kernel, compute_dtype, param_dtype
 
 SPLASH_LANES = 128  # the splash kernel's kv blocks are multiples of the TPU's 128 lanes
@@ -57,11 +57,12 @@ def cudnn_attention(q_BTNH, k_BTNH, v_BTNH):
 
 
 def splash_attention(q_BTNH, k_BTNH, v_BTNH, *, interpret: bool | None = None):
-    """The splash kernel over a batch. Under a mesh context (`jax.set_mesh`, as maxtext
-    does) the kernel runs in `shard_map` over the mesh axes the logical axis rules give
-    `batch` and `heads` (flax's `nn.logical_axis_rules` context, else the default
-    `parallel.rules`). Without one, XLA's SPMD partitioner cannot split the Mosaic custom
-    call: a batch-sharded run then gathers q, k, v and every device computes the whole
+    """The splash kernel over a batch. Under a mesh context (`jax.sharding.use_abstract_mesh`,
+    as `jaxdepth.train.build` traces a step; `jax.set_mesh`, as maxtext does) the kernel runs
+    in `shard_map` over the mesh axes the logical axis rules give `batch` and `heads` (the
+    rules of the step being traced, `layers.layout_rules`; else flax's `nn.logical_axis_rules`
+    context; else the default `parallel.rules`). Without a mesh, XLA's SPMD partitioner
+    cannot split the Mosaic custom call: a batch-sharded run then gathers q, k, v and every device computes the whole
     batch's attention (correct, not scalable). `interpret` (default: off TPU) runs the kernel
     in Pallas interpret mode, for tests on CPU."""
     if interpret is None:
@@ -80,8 +81,9 @@ def _batch_heads_spec(mesh):
     from jaxdepth.config import ParallelConfig
     from jaxdepth.parallel import rules
 
-    spec = nn.logical_to_mesh_axes(("batch", None, "heads", None),
-                                   nn.get_logical_axis_rules() or rules(ParallelConfig()))
+    spec = nn.logical_to_mesh_axes(
+        ("batch", None, "heads", None),
+        layout_rules() or nn.get_logical_axis_rules() or rules(ParallelConfig()))
 
     def present(axes):
         kept = tuple(a for a in (axes if isinstance(axes, tuple) else (axes,))

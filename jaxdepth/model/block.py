@@ -62,7 +62,7 @@ class Block(nn.Module):
         x0_BTW = x_BTW
         for name, sublayer in sublayers.items():
             if switched:
-                norm = make_norm(cfg, f"{name}_norm")
+                norm = make_norm(cfg, f"{name}_norm", stream)  # post-norm: output is the stream
                 if self.is_initializing():
                     norm(x_BTW)  # create the parameters outside both branches
                 h = _norm_if(c.pre, norm, x_BTW)
@@ -83,7 +83,7 @@ class Block(nn.Module):
             if switched:
                 x_BTW = _norm_if(c.post, norm, z)
             else:
-                x_BTW = make_norm(cfg, f"{name}_norm_post")(z).astype(stream) if c.post else z
+                x_BTW = make_norm(cfg, f"{name}_norm_post", stream)(z) if c.post else z
         x_BTW = jnp.where(keep, x_BTW, x0_BTW)
         stats["rms_out"] = rms(x_BTW)
         return x_BTW, (stats, x_BTW if self.return_hidden else None)

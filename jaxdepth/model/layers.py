@@ -18,15 +18,17 @@ def init(std: float, names: tuple[str, ...]):
     return nn.with_logical_partitioning(nn.initializers.normal(std), names)
 
 
-def make_norm(cfg: ModelConfig, name: str) -> nn.Module:
+def make_norm(cfg: ModelConfig, name: str, dtype=None) -> nn.Module:
     """RMSNorm (Zhang & Sennrich 2019, arXiv 1910.07467) or LayerNorm (Ba et al. 2016,
     arXiv 1607.06450), per `cfg.norm`, parameters in `cfg.param_dtype`.
 
     Whatever the compute dtype, flax computes the statistics in float32
     (`force_float32_reductions=True`, set here explicitly: `_compute_stats` promotes x to at
     least float32), normalises and scales in float32 (x - mean, rsqrt(var + eps) and the scale
-    promote to float32) and casts only the output to the compute dtype."""
-    kw = dict(epsilon=cfg.norm_eps, dtype=compute_dtype(cfg), param_dtype=param_dtype(cfg),
+    promote to float32) and casts only the output to `dtype` (default: the compute dtype; a
+    norm whose output is the residual stream (post-norms, the embedding norm) passes the
+    stream's float32, so that it is not rounded to bfloat16 on the way)."""
+    kw = dict(epsilon=cfg.norm_eps, dtype=dtype or compute_dtype(cfg), param_dtype=param_dtype(cfg),
               force_float32_reductions=True, name=name,
               scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)))
     if cfg.norm == "rmsnorm":
@@ -40,28 +42,37 @@ def rms(x_BTW: jnp.ndarray) -> jnp.ndarray:
     return jnp.sqrt(jnp.mean(jnp.square(x_BTW.astype(jnp.float32))))
 
 
-# The sharding of the batch axis of activations, set while a step is traced
-# (`activation_sharding`, from `jaxdepth.train.build`): without it GSPMD may follow the
-# FSDP weights' `embed` split and keep the whole batch's activations on every device.
-_BATCH_SHARDING: contextvars.ContextVar = contextvars.ContextVar("batch_sharding", default=None)
+# How activations are laid out, set while a step is traced (`activation_sharding`, from
+# `jaxdepth.train.build`): the NamedSharding of the batch axis and the run's logical axis
+# rules. Without the batch constraint GSPMD may follow the FSDP weights' `embed` split and
+# keep the whole batch's activations on every device; the rules place the splash kernel's
+# shard_map (`attention.splash_attention`).
+_LAYOUT: contextvars.ContextVar = contextvars.ContextVar("activation_layout", default=None)
 
 
 @contextlib.contextmanager
-def activation_sharding(batch_sharding):
+def activation_sharding(batch_sharding, rules=None):
     """Trace-time context: activations are split over the batch axes of `batch_sharding`
-    (a NamedSharding whose spec's first entry shards the leading axis)."""
-    token = _BATCH_SHARDING.set(batch_sharding)
+    (a NamedSharding whose spec's first entry shards the leading axis); `rules`: the
+    run's logical axis rules (`jaxdepth.parallel.rules`)."""
+    token = _LAYOUT.set((batch_sharding, rules))
     try:
         yield
     finally:
-        _BATCH_SHARDING.reset(token)
+        _LAYOUT.reset(token)
+
+
+def layout_rules():
+    """The logical axis rules of the step being traced, or None outside one."""
+    layout = _LAYOUT.get()
+    return None if layout is None else layout[1]
 
 
 def shard_batch(x):
     """`x` (batch leading) constrained to the batch shards, where a step sets them."""
-    sh = _BATCH_SHARDING.get()
-    if sh is None:
+    layout = _LAYOUT.get()
+    if layout is None:
         return x
+    sh = layout[0]
     spec = jax.sharding.PartitionSpec(sh.spec[0], *([None] * (x.ndim - 1)))
     return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(sh.mesh, spec))
-

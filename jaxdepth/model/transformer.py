@@ -56,7 +56,8 @@ class Transformer(nn.Module):
         self.embed = nn.Embed(cfg.vocab_size, cfg.width, dtype=residual_dtype(cfg),
                               param_dtype=param_dtype(cfg),
                               embedding_init=init(cfg.init_std, ("vocab", "embed")))
-        self.embed_norm = make_norm(cfg, "embed_norm") if scheme.embed_norm else None
+        self.embed_norm = (make_norm(cfg, "embed_norm", residual_dtype(cfg))
+                           if scheme.embed_norm else None)
         self.final_norm = make_norm(cfg, "final_norm") if scheme.final_norm else None
         if not cfg.tied_embeddings:
             self.head = nn.Dense(

@@ -26,6 +26,7 @@ from pathlib import Path
 from jaxdepth.errors import UserError
 from jaxdepth.report.specs import SIZES
 from jaxdepth.rundir import read_json, write_json
+from jaxdepth.sweep.claim import check_claims_supported
 
 EXPERIMENTS = ("stacking_failure", "curse_of_depth", "depth_delusion", "gradient_persistence",
                "stabilizers_vs_dcrit")
@@ -158,6 +159,7 @@ def command_line(args) -> str:
 
 def run(args) -> int:
     name, size = check_name(args.name), args.size
+    check_claims_supported(args.out or "")  # before Path() folds gs:// into gs:/
     out = Path(args.out or f"results/{name}")
     raw = spec = None
     if name == "stacking_failure":
@@ -201,6 +203,11 @@ def run(args) -> int:
         return 0
     meta["wall_time_s"] = time.time() - t0
     write_json(out / "experiment.json", meta, indent=1)
+    if jax.process_count() > 1:  # the report restores checkpoints: Orbax's restore waits for
+        # every process, and the others have finished: write it on one host afterwards
+        print(f"{name} ({size}): trained in {meta['wall_time_s']:.0f} s; write the report on "
+              f"one host: jaxdepth report {out}")
+        return 0
     path = write_report(out)
     meta["wall_time_s"] = time.time() - t0  # including the report's analyses
     write_json(out / "experiment.json", meta, indent=1)

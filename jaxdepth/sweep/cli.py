@@ -42,6 +42,9 @@ def run(args) -> int:
     shard = parse_shard(args.shard)
     if args.claim_timeout <= 0:
         raise UserError(f"--claim-timeout must be > 0, got {args.claim_timeout}")
+    from jaxdepth.sweep.claim import check_claims_supported
+
+    check_claims_supported(args.out or "")  # before Path() folds gs:// into gs:/
     out = Path(args.out) if args.out else default_out(spec)
     if args.plan:
         from jaxdepth.sweep.plan import format_plan, plan_rows, target_from_args

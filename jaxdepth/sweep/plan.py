@@ -125,7 +125,8 @@ def planned_memory(cfg: RunConfig, n_devices: int, capacity: int | None,
     m = cfg.model
     try:
         mcfg = precision.resolve(dataclasses.replace(m, vocab_size=m.vocab_size
-                                                     or resolved_vocab(cfg.data)))
+                                                     or resolved_vocab(cfg.data)),
+                                 platform, "NVIDIA" if platform == "gpu" else "")
         est = memory.estimate(mcfg, cfg.train, cfg.data, cfg.parallel, n_devices, platform)
     except UserError:
         nan = float("nan")

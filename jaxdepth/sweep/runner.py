@@ -132,6 +132,8 @@ def run_one(cfg: RunConfig, run_dir, *, progress: bool, claim_timeout: float, sa
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:  # noqa: BLE001 - one broken run must not stop the sweep
+            if _multihost():  # it may have failed on some processes only, which would
+                raise  # then pair their next collectives with the others' wrong ones
             msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
             if leader:
                 write_text(run_dir / "error.txt", traceback.format_exc())

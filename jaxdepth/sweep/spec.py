@@ -21,8 +21,9 @@ param_count: kaplan              # N for the helpers: kaplan (12 D W^2) | exact 
 `expand(spec)` returns validated RunConfigs in product order (grid axes in order, then zip
 groups; the last axis varies fastest), each named by its run id. A run id is stable: a
 readable prefix `<scheme>_d<depth>_w<width>` and the first 8 hex digits of the SHA-256 of
-the canonical JSON of `to_dict(cfg)` without `name`, `parallel` and `data.cache_dir`
-(none of them changes what is trained). Identical configs are merged.
+the canonical JSON of `to_dict(cfg)` without `name`, `parallel`, `data.cache_dir` and
+`jaxdepth.rundir.LAYOUT_KEYS` (train.microbatches, model.attention): none of them changes
+what is trained. Identical configs are merged.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from jaxdepth.config import (
     validate,
 )
 from jaxdepth.errors import UserError
+from jaxdepth.rundir import LAYOUT_KEYS
 from jaxdepth.sweep import shapes
 
 SPEC_KEYS = ("name", "base", "overrides", "grid", "zip", "head_dim", "compute_matched",
@@ -169,6 +171,9 @@ def run_id(cfg: RunConfig) -> str:
     data.cache_dir (see the module docstring)."""
     d = to_dict(cfg)
     d.pop("name"), d.pop("parallel"), d["data"].pop("cache_dir")
+    for key in LAYOUT_KEYS:  # how a run is laid out, not what it computes
+        section, name = key.split(".")
+        d[section].pop(name)
     digest = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode())
     m = cfg.model
     return f"{m.scheme}_d{m.depth}_w{m.width}_{digest.hexdigest()[:8]}"

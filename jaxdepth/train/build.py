@@ -58,7 +58,7 @@ def boxed_param_init(model, seq_len: int):
     return init, jax.eval_shape(init, jax.random.key(0))
 
 
-def in_mesh(fn, mesh: Mesh, batch_sh, mcfg):
+def in_mesh(fn, mesh: Mesh, batch_sh, pcfg, mcfg):
     """`fn` traced with activations pinned to the batch shards (`layers.shard_batch`) and,
     for the splash kernel, inside the mesh: splash shards itself with `shard_map` over the
     mesh it finds in context (XLA cannot partition its Mosaic custom call)."""
@@ -66,7 +66,7 @@ def in_mesh(fn, mesh: Mesh, batch_sh, mcfg):
     @functools.wraps(fn)
     def traced_in_mesh(*args):
         with contextlib.ExitStack() as stack:
-            stack.enter_context(activation_sharding(batch_sh))
+            stack.enter_context(activation_sharding(batch_sh, parallel.rules(pcfg)))
             if mcfg.attention == "splash":
                 stack.enter_context(jax.sharding.use_abstract_mesh(mesh.abstract_mesh))
             return fn(*args)
@@ -102,8 +102,8 @@ def build(mcfg, tcfg, pcfg, seq_len: int, pad_id: int, mesh: Mesh | None = None)
         micro_sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
             None, *batch_sh.spec))
     train_step = in_mesh(make_train_step(model, tx, schedule, pad_id, mcfg.depth, k, micro_sh),
-                         mesh, batch_sh, mcfg)
-    eval_step = in_mesh(make_eval_step(model, pad_id), mesh, batch_sh, mcfg)
+                         mesh, batch_sh, pcfg, mcfg)
+    eval_step = in_mesh(make_eval_step(model, pad_id, k, micro_sh), mesh, batch_sh, pcfg, mcfg)
     return Built(
         model=model, tx=tx, schedule=schedule, mesh=mesh, state_shardings=state_sh,
         batch_sharding=batch_sh,

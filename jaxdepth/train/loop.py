@@ -23,7 +23,7 @@ from jaxdepth.config import RunConfig, TrainConfig, check_paths, to_dict
 from jaxdepth.data.pipeline import load_corpus, train_iterator, val_batches
 from jaxdepth.data.shards import bits_per_byte
 from jaxdepth.errors import UserError
-from jaxdepth.model import count_params
+from jaxdepth.model import count_params, precision
 from jaxdepth.rundir import (
     CONFIG,
     STATUS,
@@ -94,6 +94,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
     `interrupted` is written, and KeyboardInterrupt is raised (the CLI exits 130, a sweep
     stops). A second Ctrl-C aborts at once, without a further checkpoint."""
     check_paths(cfg)  # a missing data source or init_from run: an error, and no run dir
+    # `auto` dtype and kernel resolved for this backend before anything is recorded: a run
+    # started in float32 on a CPU is not resumed in bfloat16 on a GPU under the same config
+    cfg = dataclasses.replace(cfg, model=precision.resolve(cfg.model))
     run_dir = rundir.path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_dict = to_dict(cfg)

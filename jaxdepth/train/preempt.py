@@ -6,26 +6,17 @@ A signal handler only records the request; it never raises inside a step or a co
 in a collective). The training loop asks `StopRequest.agreed(step)` at every step boundary,
 and every process gets the same answer at the same step:
 
-- `jax.distributed` initialised (several processes; JAX's preemption service is on by
-  default): JAX's own notifier catches SIGTERM in C++ (so nothing here touches SIGTERM; a
-  Python handler would replace it), tells the coordination service, and the processes agree
-  on a step (the furthest one's next step); `multihost_utils.reached_preemption_sync_point`
-  (what Orbax's `CheckpointManager.reached_preemption` wraps) is True at that step on all of
-  them. Its counter is the training step, the number Orbax's own calls pass. It goes
-  through the coordination service, not a device collective, so it works with gloo CPU
-  processes too, and costs about 10 microseconds per step (a mutex and a compare). Ctrl-C
-  in one process sends that process SIGTERM, i.e. goes the same way. JAX's notifier polls
-  once a second, so the agreed step comes up to about a second after the signal. Known
-  limit: Orbax's background finalize thread on process 0 reports the step of the checkpoint
-  it finalises; a notice handled in that instant while process 0 is a step ahead of the
-  others leaves process 0 past the agreed step, and the others wait in the save until the
-  scheduler kills the job: no worse than an uncoordinated kill (the newest complete
-  checkpoint is kept).
-- one process, no `jax.distributed`: the recorded flag itself, no collective.
-- several processes with `jax_enable_preemption_service` off: the flag all-gathered over
-  the processes (`process_allgather`) at every step boundary: a tiny collective (about 5 ms
-  with gloo on CPU) that also waits for the step to finish, so the host no longer runs
-  ahead of the devices.
+- one process: the recorded flag itself, no collective.
+- several processes: the flag all-gathered over the processes (`process_allgather`) at every
+  step boundary: a tiny collective (about 5 ms with gloo on CPU) that also waits for the
+  step to finish, so the host no longer runs ahead of the devices by more than a step.
+  `jaxdepth.parallel.maybe_initialize_distributed` turns JAX's own preemption service off:
+  it agrees on "the furthest process's last reported step + 1" through
+  `multihost_utils.reached_preemption_sync_point` (what Orbax's `reached_preemption` wraps),
+  so a notice that arrives while no step is being reported (restoring, compiling, between
+  two runs of a sweep) names a step the loop never asks about, and the run is not stopped.
+  Where the service is on anyway (jax.distributed initialised elsewhere), its notifier owns
+  SIGTERM and its sync point is used, with that limit.
 
 A second Ctrl-C (or, without JAX's notifier, a second SIGTERM) aborts at once: the handler
 raises KeyboardInterrupt wherever the program is, and no further checkpoint is written (the

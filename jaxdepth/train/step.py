@@ -125,12 +125,21 @@ def make_train_step(model, tx, schedule, pad_id: int, depth: int, microbatches: 
     return train_step
 
 
-def make_eval_step(model, pad_id: int):
-    """`eval_step(params, batch) -> loss` on one batch of packed windows."""
+def make_eval_step(model, pad_id: int, microbatches: int = 1, micro_sharding=None):
+    """`eval_step(params, batch) -> loss` on one batch of packed windows, in the train step's
+    micro-batches (so that evaluation never holds more logits than a train step does)."""
+
+    def sums(params, tokens):
+        inputs, targets = split_batch(tokens)
+        logits, _ = model.apply({"params": params}, inputs)
+        return lm_loss_sum(logits, targets, pad_id)
 
     def eval_step(params, batch):
-        inputs, targets = split_batch(batch["tokens"])
-        logits, _ = model.apply({"params": params}, inputs)
-        return lm_loss(logits, targets, pad_id)
+        if microbatches == 1:
+            total, count = sums(params, batch["tokens"])
+        else:
+            micro = split_microbatches(batch["tokens"], microbatches, micro_sharding)
+            total, count = jax.tree.map(jnp.sum, jax.lax.map(lambda t: sums(params, t), micro))
+        return total / jnp.maximum(count, 1.0)
 
     return eval_step
