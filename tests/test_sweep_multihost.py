@@ -73,3 +73,32 @@ def test_results_table_equals_one_process(sweeps):
             assert a[col] == b[col], (run_id, col)
         for col in ("final_loss", "final_val_loss"):
             assert float(a[col]) == pytest.approx(float(b[col]), rel=1e-5), (run_id, col)
+
+
+def test_experiment_as_two_processes_trains_and_leaves_the_report_to_one_host(tmp_path):
+    """`jaxdepth experiment` with the multi-host flags: both processes train the sweep,
+    process 0 records experiment.json and names the report command (a report restores
+    checkpoints, which Orbax does with every process), then `jaxdepth report` writes it."""
+    out = tmp_path / "gp"
+    args = [*SWEEP[:2], "experiment", "gradient_persistence", "--size", "tiny", "--out", out,
+            "--no-progress", "train.steps=4", "train.log_every=2", "train.eval_every=4",
+            "train.ckpt_every=4", "--coordinator", f"127.0.0.1:{free_port()}",
+            "--num-processes", "2"]
+    logs = [tmp_path / "e0.log", tmp_path / "e1.log"]
+    procs = []
+    try:
+        for i in range(2):
+            procs.append(start([*args, "--process-id", str(i)], cpu_env(1), logs[i]))
+        wait_all(procs, logs, timeout=300)
+    finally:
+        kill(procs)
+    assert f"jaxdepth report {out}" in logs[0].read_text()
+    assert not (out / "report.md").exists()
+    table = _table(out / "sweep")
+    assert len(table) == 3 and {r["status"] for r in table.values()} == {"done"}
+    report = start(["-m", "jaxdepth.cli", "report", out], cpu_env(1), tmp_path / "r.log")
+    try:
+        wait_all([report], [tmp_path / "r.log"], timeout=300)
+    finally:
+        kill([report])
+    assert (out / "report.md").exists()
