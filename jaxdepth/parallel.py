@@ -130,9 +130,14 @@ def batch_sharding(mesh: Mesh, pcfg) -> NamedSharding:
     return NamedSharding(mesh, spec)
 
 
+def batch_shards(sharding: NamedSharding) -> int:
+    """How many ways a batch sharding splits the leading (batch) axis."""
+    return _ways(sharding.mesh, sharding.spec[0])
+
+
 def check_batch(batch_size: int, sharding: NamedSharding) -> None:
     """The global batch must split evenly over the batch shards."""
-    n = _ways(sharding.mesh, sharding.spec[0])
+    n = batch_shards(sharding)
     if batch_size % n:
         raise UserError(f"data.batch_size ({batch_size}) must be divisible by the {n} batch "
                         f"shards (mesh axes {sharding.spec[0]} of the batch rule)")

@@ -50,7 +50,7 @@ def backend() -> tuple[str, str]:
 
 
 def is_nvidia(platform: str, device_kind: str) -> bool:
-    return platform in ("gpu", "cuda") and "nvidia" in device_kind.lower() or platform == "cuda"
+    return platform == "cuda" or (platform == "gpu" and "nvidia" in device_kind.lower())
 
 
 def compute_dtype_for(dtype: str, platform: str) -> str:

@@ -43,8 +43,10 @@ class Reference:
 
 
 @functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)
 def resolved_vocab(dcfg) -> int:
-    """The model's vocab size for this data config (the tokenizer's, rounded up to 64)."""
+    """The model's vocab size for this data config (the tokenizer's, rounded up to 64); one
+    corpus load per data config, however many runs share it."""
     from jaxdepth.data.pipeline import load_corpus
     from jaxdepth.train.build import resolve_model
 

@@ -74,12 +74,9 @@ def check_memory(runs: list[RunConfig]) -> None:
     from jaxdepth.sweep.plan import resolved_vocab
     from jaxdepth.train.build import resolve_model
 
-    vocab = {}
     for cfg in runs:
-        key = (cfg.data.source, cfg.data.tokenizer, cfg.data.bpe_vocab_size)
-        if not cfg.model.vocab_size and key not in vocab:
-            vocab[key] = resolved_vocab(cfg.data)
-        memory.check_run(cfg, resolve_model(cfg.model, cfg.model.vocab_size or vocab[key]))
+        vocab = cfg.model.vocab_size or resolved_vocab(cfg.data)
+        memory.check_run(cfg, resolve_model(cfg.model, vocab))
 
 
 def _multihost() -> bool:
@@ -107,7 +104,7 @@ def agree(decision: bool) -> bool:
 def run_one(cfg: RunConfig, run_dir, *, progress: bool, claim_timeout: float, say) -> str:
     """Claim (process 0), train (or resume) with every process, release; returns what
     happened. The decision to train is process 0's, broadcast to the others."""
-    leader = not _multihost() or _process_index() == 0
+    leader = _is_leader()
     claim, status = None, {}
     if leader:
         claim = try_claim(run_dir / CLAIM, claim_timeout)
@@ -149,10 +146,13 @@ def run_one(cfg: RunConfig, run_dir, *, progress: bool, claim_timeout: float, sa
             claim.release()
 
 
-def _process_index() -> int:
+def _is_leader() -> bool:
+    """Process 0 of a multi-host job, or the only process: the one that claims and writes."""
+    if not _multihost():
+        return True
     import jax
 
-    return jax.process_index()
+    return jax.process_index() == 0
 
 
 def run_sweep(spec: SweepSpec | str | Path | dict, out_dir: str | Path | None = None, *,
@@ -168,7 +168,7 @@ def run_sweep(spec: SweepSpec | str | Path | dict, out_dir: str | Path | None = 
     check_claims_supported(out)
     i, n = shard
     mine = runs[i::n]
-    leader = not _multihost() or _process_index() == 0
+    leader = _is_leader()
     if leader:
         write_index(out, spec, runs)
     tqdm.write(f"sweep {spec.name}: {len(runs)} runs, shard {i}/{n} has {len(mine)} -> {out}")

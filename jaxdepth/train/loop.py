@@ -74,7 +74,7 @@ def params_from_run(src_dir: str | Path, abstract_params):
 def check_microbatches(batch_size: int, k: int, sharding) -> None:
     """Each micro-batch must split evenly over the batch shards (else every micro-batch is
     resharded in the step): a UserError before compiling."""
-    shards = math.prod(sharding.mesh.shape[a] for a in jax.tree.leaves(tuple(sharding.spec)))
+    shards = parallel.batch_shards(sharding)
     if k > 1 and batch_size % (k * shards):
         raise UserError(f"data.batch_size ({batch_size}) must be divisible by train.microbatches "
                         f"({k}) x the {shards} batch shards of the mesh = {k * shards}")
