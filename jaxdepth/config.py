@@ -30,7 +30,10 @@ PARAM_DTYPES = ("float32", "bfloat16")
 # attention kernel: auto = cuDNN fused on NVIDIA GPUs in bfloat16, Pallas splash on TPU,
 # XLA elsewhere (jaxdepth.model.precision)
 ATTENTIONS = ("auto", "xla", "cudnn", "splash")
-CHOICES = {"model.norm": NORMS, "model.ffn": FFNS, "model.remat": REMAT_POLICIES,
+# hyperparameter transfer across width and depth (jaxdepth.model.parameterization)
+PARAMETERIZATIONS = ("sp", "mup", "completep")
+CHOICES = {"model.parameterization": PARAMETERIZATIONS, "model.norm": NORMS, "model.ffn": FFNS,
+           "model.remat": REMAT_POLICIES,
            "model.dtype": DTYPES, "model.param_dtype": PARAM_DTYPES,
            "model.attention": ATTENTIONS}
 
@@ -57,6 +60,14 @@ class ModelConfig:
     attention: str = "auto"  # one of ATTENTIONS
     mix_fraction: float = 0.25  # Mix-LN: fraction of early layers that are Post-LN
     layerscale_init: float = 1e-4  # LayerScale/SkipInit gate init
+    # one of PARAMETERIZATIONS: sp (standard), mup (width), completep (width and depth); the
+    # keys below only act under mup/completep (jaxdepth.model.parameterization)
+    parameterization: str = "sp"
+    base_width: int = 64  # the width the base hyperparameters were tuned at (m_W = 1)
+    base_depth: int = 4  # the depth they were tuned at (m_L = 1)
+    depth_alpha: float = 1.0  # residual branch m_L^-alpha: 1 CompleteP, 0.5 depth-muP
+    input_mult: float = 1.0  # muP input multiplier on the embedding output
+    output_mult: float = 1.0  # muP output multiplier: logits * output_mult / m_W
 
     @property
     def ffn_hidden_size(self) -> int:
@@ -268,6 +279,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         ),
         (m.scheme in SCHEMES,
          f"model.scheme '{m.scheme}' is unknown; valid schemes: {', '.join(sorted(SCHEMES))}"),
+        (m.base_width >= 1, f"model.base_width must be >= 1, got {m.base_width}"),
+        (m.base_depth >= 1, f"model.base_depth must be >= 1, got {m.base_depth}"),
+        (0.5 <= m.depth_alpha <= 1.0, "model.depth_alpha must be in [0.5, 1] (0.5 depth-muP, "
+         f"1 CompleteP), got {m.depth_alpha}"),
+        (m.input_mult > 0 and m.output_mult > 0, "model.input_mult and model.output_mult must "
+         f"be > 0, got {m.input_mult} and {m.output_mult}"),
         (0.0 <= m.mix_fraction <= 1.0, f"model.mix_fraction must be in [0, 1], got {m.mix_fraction}"),
         (d.seq_len >= 2, f"data.seq_len must be >= 2, got {d.seq_len}"),
         (d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}"),

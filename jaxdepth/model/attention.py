@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from jaxdepth.config import ModelConfig
 from jaxdepth.model.layers import init, layout_rules
+from jaxdepth.model.parameterization import attention_scale
 from jaxdepth.model.precision import attention_kernel, compute_dtype, param_dtype
 
 SPLASH_LANES = 128  # the splash kernel's kv blocks are multiples of the TPU's 128 lanes
@@ -46,17 +47,17 @@ def rope(x_BTNH: jnp.ndarray, theta: float) -> jnp.ndarray:
     return out.astype(x_BTNH.dtype)
 
 
-def xla_attention(q_BTNH, k_BTNH, v_BTNH):
-    return jax.nn.dot_product_attention(q_BTNH, k_BTNH, v_BTNH, is_causal=True,
+def xla_attention(q_BTNH, k_BTNH, v_BTNH, scale=None):
+    return jax.nn.dot_product_attention(q_BTNH, k_BTNH, v_BTNH, scale=scale, is_causal=True,
                                         implementation="xla")
 
 
-def cudnn_attention(q_BTNH, k_BTNH, v_BTNH):
-    return jax.nn.dot_product_attention(q_BTNH, k_BTNH, v_BTNH, is_causal=True,
+def cudnn_attention(q_BTNH, k_BTNH, v_BTNH, scale=None):
+    return jax.nn.dot_product_attention(q_BTNH, k_BTNH, v_BTNH, scale=scale, is_causal=True,
                                         implementation="cudnn")
 
 
-def splash_attention(q_BTNH, k_BTNH, v_BTNH, *, interpret: bool | None = None):
+def splash_attention(q_BTNH, k_BTNH, v_BTNH, scale=None, *, interpret: bool | None = None):
     """The splash kernel over a batch. Under a mesh context (`jax.sharding.use_abstract_mesh`,
     as `jaxdepth.train.build` traces a step; `jax.set_mesh`, as maxtext does) the kernel runs
     in `shard_map` over the mesh axes the logical axis rules give `batch` and `heads` (the
@@ -67,7 +68,7 @@ def splash_attention(q_BTNH, k_BTNH, v_BTNH, *, interpret: bool | None = None):
     in Pallas interpret mode, for tests on CPU."""
     if interpret is None:
         interpret = jax.default_backend() != "tpu"
-    local = functools.partial(_splash_local, interpret=interpret)
+    local = functools.partial(_splash_local, scale=scale, interpret=interpret)
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
         return local(q_BTNH, k_BTNH, v_BTNH)
@@ -93,9 +94,10 @@ def _batch_heads_spec(mesh):
     return jax.sharding.PartitionSpec(*(present(a) for a in spec))
 
 
-def _splash_local(q_BTNH, k_BTNH, v_BTNH, *, interpret: bool):
+def _splash_local(q_BTNH, k_BTNH, v_BTNH, *, scale, interpret: bool):
     """Splash attention on (a shard of) the batch: the kernel works per example on
-    (heads, seq, head_dim) and does not scale q, so q is scaled by 1/sqrt(H) and the kernel
+    (heads, seq, head_dim) and does not scale q, so q is scaled by `scale` (default
+    1/sqrt(H)) and the kernel
     vmapped over the batch. T is padded at the end to a multiple of 128: under the causal
     mask no real query sees a padded key, and the padded queries' outputs are dropped."""
     from jax.experimental.pallas.ops.tpu import splash_attention as sa
@@ -108,7 +110,8 @@ def _splash_local(q_BTNH, k_BTNH, v_BTNH, *, interpret: bool):
         x_BTNH = jnp.pad(x_BTNH, ((0, 0), (0, T_pad - T), (0, 0), (0, 0)))
         return jnp.swapaxes(x_BTNH, 1, 2)
 
-    q_BTNH = (q_BTNH.astype(jnp.float32) / math.sqrt(H)).astype(q_BTNH.dtype)
+    q_f32 = q_BTNH.astype(jnp.float32)
+    q_BTNH = (q_f32 / math.sqrt(H) if scale is None else q_f32 * scale).astype(q_BTNH.dtype)
     kernel = sa.make_splash_mha(
         sa.MultiHeadMask([sa.CausalMask((T_pad, T_pad))] * N),
         block_sizes=sa.BlockSizes(
@@ -125,11 +128,13 @@ KERNEL_FNS = {"xla": xla_attention, "cudnn": cudnn_attention, "splash": splash_a
 
 class Attention(nn.Module):
     """softmax(q k^T / sqrt(H) + causal mask) v over `heads` heads (Vaswani et al. 2017),
-    projections stored in `cfg.param_dtype` and computed in the compute dtype."""
+    q k^T / H under muP (`parameterization.attention_scale`), projections stored in
+    `cfg.param_dtype` and computed in the compute dtype."""
 
     cfg: ModelConfig
     out_std: float
     v_std: float
+    qk_std: float
 
     @nn.compact
     def __call__(self, x_BTW: jnp.ndarray) -> jnp.ndarray:
@@ -139,10 +144,12 @@ class Attention(nn.Module):
         proj = lambda name, std: nn.DenseGeneral(  # noqa: E731
             (N, H), use_bias=False, dtype=dtype, param_dtype=pdtype, name=name,
             kernel_init=init(std, ("embed", "heads", "kv")))
-        q_BTNH = rope(proj("query", cfg.init_std)(x_BTW), cfg.rope_theta)
-        k_BTNH = rope(proj("key", cfg.init_std)(x_BTW), cfg.rope_theta)
+        q_BTNH = rope(proj("query", self.qk_std)(x_BTW), cfg.rope_theta)
+        k_BTNH = rope(proj("key", self.qk_std)(x_BTW), cfg.rope_theta)
         v_BTNH = proj("value", self.v_std)(x_BTW)
-        o_BTNH = KERNEL_FNS[attention_kernel(cfg)](q_BTNH, k_BTNH, v_BTNH)
+        # None under sp: each kernel's own 1/sqrt(H), bit for bit what it computed before
+        scale = None if cfg.parameterization == "sp" else attention_scale(cfg)
+        o_BTNH = KERNEL_FNS[attention_kernel(cfg)](q_BTNH, k_BTNH, v_BTNH, scale)
         return nn.DenseGeneral(
             cfg.width, axis=(-2, -1), use_bias=False, dtype=dtype, param_dtype=pdtype,
             name="out", kernel_init=init(self.out_std, ("heads", "kv", "embed")))(o_BTNH)

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdepth.config import ModelConfig
+from jaxdepth.model import parameterization as P
 from jaxdepth.model.attention import Attention
 from jaxdepth.model.ffn import FFN
 from jaxdepth.model.layers import make_norm, rms, shard_batch
@@ -46,12 +47,17 @@ class Block(nn.Module):
         stream = residual_dtype(cfg)
         x_BTW = shard_batch(x_BTW.astype(stream))
         c = get_scheme(cfg.scheme).coeffs(l, L, cfg)
+        # Hidden weights: std s / sqrt(m_W) under muP (`parameterization.hidden_init_scale`).
         # Output projections: optional std / sqrt(2L) (GPT-2, Radford et al. 2019), times the
         # scheme's init gain (DeepNorm beta, arXiv 2203.00555) on v, out and FFN weights.
-        out_std = cfg.init_std * c.init_gain / (math.sqrt(2 * L) if cfg.scaled_init else 1.0)
-        gain_std = cfg.init_std * c.init_gain
+        std = cfg.init_std * P.hidden_init_scale(cfg)
+        out_std = std * c.init_gain / (math.sqrt(2 * L) if cfg.scaled_init else 1.0)
+        gain_std = std * c.init_gain
+        # the parameterisation's depth multiplier m_L^-alpha is one more coefficient of the
+        # update (CompleteP, arXiv 2505.01618), composed with the scheme's own
+        branch = c.branch * P.branch_multiplier(cfg)
         sublayers = {
-            "attn": Attention(cfg, out_std=out_std, v_std=gain_std, name="attn"),
+            "attn": Attention(cfg, out_std=out_std, v_std=gain_std, qk_std=std, name="attn"),
             "ffn": FFN(cfg, in_std=gain_std, out_std=out_std, name="ffn"),
         }
         # Mix-LN: pre and post are traced complements (a layer is Pre-LN or Post-LN), so each
@@ -71,7 +77,7 @@ class Block(nn.Module):
             y = sublayer(_scale(c.in_scale, h))
             if c.out_norm:
                 y = make_norm(cfg, f"{name}_norm_out")(y)
-            y = _scale(c.branch, y)
+            y = _scale(branch, y)
             if c.gate:
                 shape, names = ((), ()) if c.gate == "scalar" else ((cfg.width,), ("embed",))
                 g = self.param(f"{name}_gate", nn.with_logical_partitioning(

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdepth.config import ModelConfig
+from jaxdepth.model import parameterization as P
 from jaxdepth.model.block import Block
 from jaxdepth.model.layers import init, make_norm, shard_batch
 from jaxdepth.model.precision import compute_dtype, param_dtype, residual_dtype
@@ -81,13 +82,19 @@ class Transformer(nn.Module):
             h_BTW = self.final_norm(h_BTW)
         dtype = compute_dtype(self.cfg)
         if not self.cfg.tied_embeddings:
-            return self.head(h_BTW.astype(dtype))
-        return jnp.einsum("...w,vw->...v", h_BTW.astype(dtype),
-                          self.embed.embedding.astype(dtype), preferred_element_type=jnp.float32)
+            logits = self.head(h_BTW.astype(dtype))
+        else:
+            logits = jnp.einsum("...w,vw->...v", h_BTW.astype(dtype),
+                                self.embed.embedding.astype(dtype),
+                                preferred_element_type=jnp.float32)
+        mult = P.output_multiplier(self.cfg)  # muP: output_mult / m_W (arXiv 2203.03466)
+        return logits if mult == 1.0 else logits * mult
 
     def __call__(self, tokens_BT, layer_mask_L=None):
         cfg = self.cfg
         x_BTW = shard_batch(self.embed(tokens_BT))
+        if (mult := P.input_multiplier(cfg)) != 1.0:  # muP's optional input multiplier
+            x_BTW = x_BTW * mult
         if self.embed_norm is not None:
             x_BTW = self.embed_norm(x_BTW).astype(residual_dtype(cfg))
         x0_BTW = x_BTW

@@ -29,13 +29,15 @@ from jaxdepth.rundir import read_json, write_json
 from jaxdepth.sweep.claim import check_claims_supported
 
 EXPERIMENTS = ("stacking_failure", "curse_of_depth", "depth_delusion", "gradient_persistence",
-               "stabilizers_vs_dcrit")
+               "stabilizers_vs_dcrit", "lr_transfer")
 TITLES = {
     "stacking_failure": "Stacking failure: chains and the naive stack at init",
     "curse_of_depth": "The Curse of Depth (arXiv 2502.05795): Pre-LN, LNS, Post-LN, Mix-LN, DeepNorm",
     "depth_delusion": "The Depth Delusion (arXiv 2601.20994): loss against depth, D_crit per width",
     "gradient_persistence": "Gradient persistence tau ~ W^p (arXiv 2601.20994)",
     "stabilizers_vs_dcrit": "Do stabilisers move D_crit? (open question of arXiv 2601.20994)",
+    "lr_transfer": "Learning-rate transfer across width and depth: sp, muP (arXiv 2203.03466), "
+                   "CompleteP (arXiv 2505.01618)",
 }
 
 

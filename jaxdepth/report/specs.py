@@ -148,7 +148,46 @@ def _persistence(size: str) -> dict:
                  head_dim=64 if size == "paper" else 16)
 
 
-SWEEPS = {"curse_of_depth": _curse, "depth_delusion": _delusion,
+# lr_transfer: learning rate (powers of 2) x parameterisation x shape, the shapes a width axis
+# at the base depth and a depth axis at the base width, all with the same tokens per run
+# (muP's transfer test, arXiv 2203.03466 Fig. 1; CompleteP's depth-wise one, arXiv
+# 2505.01618; docs/literature.md §8). `base` = (base_width, base_depth): the shape whose
+# multipliers are 1, where sp, mup and completep differ least.
+PARAMETERIZATIONS = ["sp", "mup", "completep"]
+LR_TRANSFER = {
+    "tiny": dict(log2_lrs=[-8, -6, -4], widths=[16, 32], depths=[1, 2], base=(32, 2)),
+    "default": dict(log2_lrs=list(range(-11, -4)), widths=[32, 64, 128, 256],
+                    depths=[2, 4, 8, 16], base=(64, 4), steps=100, warmup_steps=10),
+    "paper": dict(log2_lrs=list(range(-14, -7)), widths=[256, 512, 1024, 2048],
+                  depths=[4, 8, 16, 32], base=(256, 8)),
+}
+
+
+def lr_transfer_shapes(size: str) -> list[tuple[int, int]]:
+    """(width, depth) of every shape: the width axis at the base depth, then the depth axis
+    at the base width (the base shape once)."""
+    g = LR_TRANSFER[size]
+    bw, bd = g["base"]
+    shapes = [(w, bd) for w in g["widths"]] + [(bw, d) for d in g["depths"]]
+    return list(dict.fromkeys(shapes))
+
+
+def _lr_transfer(size: str) -> dict:
+    g = LR_TRANSFER[size]
+    shapes = lr_transfer_shapes(size)
+    overrides = {"model.base_width": g["base"][0], "model.base_depth": g["base"][1]}
+    if "steps" in g:
+        overrides.update({"train.steps": g["steps"], "train.warmup_steps": g["warmup_steps"],
+                          "train.eval_every": g["steps"], "train.ckpt_every": g["steps"]})
+    grid = {"model.parameterization": PARAMETERIZATIONS,
+            "train.lr": [2.0 ** k for k in g["log2_lrs"]]}
+    return _spec("lr_transfer", size, grid, overrides=overrides,
+                 zips=[{"model.width": [w for w, _ in shapes],
+                        "model.depth": [d for _, d in shapes]}],
+                 head_dim=64 if size == "paper" else 16)
+
+
+SWEEPS = {"curse_of_depth": _curse, "lr_transfer": _lr_transfer, "depth_delusion": _delusion,
           "gradient_persistence": _persistence, "stabilizers_vs_dcrit": _stabilizers}
 
 # stacking_failure trains nothing: signal propagation at init (jaxdepth.diagnostics.signal).

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxdepth.config import RunConfig, from_dict, get_dotted
+from jaxdepth.config import RunConfig, from_dict, get_dotted, to_dict
 from jaxdepth.diagnostics.grad_persistence import fit_grad_persistence, layer_grad_norms
 from jaxdepth.diagnostics.signal import profile_from_record
 from jaxdepth.rundir import read_json, read_metrics, read_status
@@ -36,7 +36,7 @@ CONFIG_COLUMNS = {  # column -> dotted config key
     "seed": "train.seed", "steps": "train.steps", "warmup_steps": "train.warmup_steps",
     "seq_len": "data.seq_len", "batch_size": "data.batch_size",
     "layer_lr_decay": "train.layer_lr_decay", "train_last_layers": "train.train_last_layers",
-    "init_from": "train.init_from",
+    "init_from": "train.init_from", "parameterization": "model.parameterization",
 }
 
 
@@ -77,7 +77,8 @@ def run_row(cfg_dict: dict, run_dir: Path, extra_keys=()) -> dict:
     status = read_status(run_dir)
     records = [r for r in read_metrics(run_dir) if r.get("step", 0) <= status.get("step", 0)]
     row = {"run_id": run_dir.name, "name": cfg.name}
-    row.update({col: get_dotted(cfg_dict, key) for col, key in CONFIG_COLUMNS.items()})
+    full = to_dict(cfg)  # keys a config written by an older jaxdepth lacks: their defaults
+    row.update({col: get_dotted(full, key) for col, key in CONFIG_COLUMNS.items()})
     row.update({key: get_dotted(cfg_dict, key) for key in extra_keys  # other axes, dotted
                 if key not in CONFIG_COLUMNS.values()})
     n = status.get("non_embedding_params") or shapes.exact_nonembed(m)

@@ -166,6 +166,10 @@ def load_spec(spec: str | Path | dict, overrides: list[str] = ()) -> SweepSpec:
 # ---------------------------------------------------------------- expansion
 
 
+PARAMETERIZATION_KEYS = ("parameterization", "base_width", "base_depth", "depth_alpha",
+                         "input_mult", "output_mult")
+
+
 def run_id(cfg: RunConfig) -> str:
     """`<scheme>_d<depth>_w<width>_<hash8>`: hash of the config without name, parallel and
     data.cache_dir (see the module docstring)."""
@@ -174,9 +178,13 @@ def run_id(cfg: RunConfig) -> str:
     for key in LAYOUT_KEYS:  # how a run is laid out, not what it computes
         section, name = key.split(".")
         d[section].pop(name)
+    if cfg.model.parameterization == "sp":  # its keys act only under mup/completep, and sp
+        for name in PARAMETERIZATION_KEYS:  # runs keep the ids they had before them
+            d["model"].pop(name)
     digest = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode())
     m = cfg.model
-    return f"{m.scheme}_d{m.depth}_w{m.width}_{digest.hexdigest()[:8]}"
+    tag = "" if m.parameterization == "sp" else f"_{m.parameterization}"
+    return f"{m.scheme}{tag}_d{m.depth}_w{m.width}_{digest.hexdigest()[:8]}"
 
 
 def param_measure(spec: SweepSpec, model: dict):

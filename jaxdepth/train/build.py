@@ -85,9 +85,12 @@ def build(mcfg, tcfg, pcfg, seq_len: int, pad_id: int, mesh: Mesh | None = None)
     repl = parallel.replicated(mesh)
     abstract_params = nn.unbox(boxed)
     opt_abstract = jax.eval_shape(tx.init, abstract_params)
-    # optimizer moments follow their params' shardings; counters are replicated
-    opt_sh = optax.tree_map_params(tx, lambda _, s: s, opt_abstract, param_sh,
-                                   transform_non_params=lambda _: repl)
+    # optimizer moments follow their params' shardings; counters are replicated; the
+    # placeholders of a per-role optimizer (multi_transform's MaskedNode) stay as they are
+    masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731
+    opt_sh = optax.tree_map_params(tx, lambda a, s: a if masked(a) else s, opt_abstract,
+                                   param_sh, transform_non_params=lambda _: repl,
+                                   is_leaf=masked)
     state_sh = TrainState(step=repl, params=param_sh, opt_state=opt_sh, rng=repl)
 
     def init_state(rng):

@@ -1,11 +1,15 @@
 """optax: AdamW with warmup + cosine, clipping, a weight-decay mask, layer-wise learning
-rates and freezing over the stacked layer axis."""
+rates and freezing over the stacked layer axis; under muP/CompleteP, one AdamW per tensor
+role with its learning-rate, weight-decay and epsilon multipliers
+(`jaxdepth.model.parameterization`), chosen by optax parameter labels."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from jaxdepth.model import parameterization as P
 
 
 def lr_schedule(tcfg) -> optax.Schedule:
@@ -64,13 +68,48 @@ def scale_by_layer(mcfg, tcfg) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
 
 
+def param_labels(params):
+    """The parameterisation's tensor role of every parameter (`parameterization.tensor_role`)."""
+    return jax.tree_util.tree_map_with_path(lambda p, _: P.tensor_role(_path_names(p)), params)
+
+
+# roles whose tensors are matrices: weight decay applies (as `decay_mask`)
+DECAYED_ROLES = (P.EMBEDDING, P.UNEMBEDDING, P.HIDDEN_MATRIX)
+
+
+def scaled_adamw(tcfg, rule: P.TensorRule, decay: bool) -> optax.GradientTransformation:
+    """`optax.adamw`'s own chain (scale_by_adam -> add_decayed_weights -> scale_by_learning
+    _rate) with Adam's epsilon, the weight decay and the learning rate times `rule`'s
+    multipliers; the decay stays coupled to the scaled learning rate, as in AdamW."""
+    schedule = lr_schedule(tcfg)
+    parts = [optax.scale_by_adam(b1=tcfg.b1, b2=tcfg.b2, eps=P.ADAM_EPS * rule.eps)]
+    if decay and tcfg.weight_decay:
+        parts.append(optax.add_decayed_weights(tcfg.weight_decay * rule.wd))
+    lr = schedule if rule.lr == 1.0 else (lambda step: schedule(step) * rule.lr)
+    parts.append(optax.scale_by_learning_rate(lr))
+    return optax.chain(*parts)
+
+
+def adamw(mcfg, tcfg) -> optax.GradientTransformation:
+    """AdamW with the decay mask; under mup/completep one `scaled_adamw` per tensor role
+    (`optax.multi_transform` over `param_labels`); sp keeps the one `optax.adamw` (so its
+    optimizer state, and its checkpoints, are unchanged)."""
+    if mcfg.parameterization == "sp":
+        return optax.adamw(lr_schedule(tcfg), b1=tcfg.b1, b2=tcfg.b2, eps=P.ADAM_EPS,
+                           weight_decay=tcfg.weight_decay, mask=decay_mask)
+    rules = P.tensor_rules(mcfg)
+    return optax.multi_transform(
+        {role: scaled_adamw(tcfg, rules[role], role in DECAYED_ROLES) for role in P.ROLES},
+        param_labels)
+
+
 def make_optimizer(mcfg, tcfg) -> optax.GradientTransformation:
-    """clip -> AdamW(schedule, decay mask) -> per-layer scaling/freezing."""
+    """clip -> AdamW(schedule, decay mask; per tensor role under muP) -> per-layer
+    scaling/freezing."""
     parts = []
     if tcfg.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(tcfg.grad_clip))
-    parts.append(optax.adamw(lr_schedule(tcfg), b1=tcfg.b1, b2=tcfg.b2,
-                             weight_decay=tcfg.weight_decay, mask=decay_mask))
+    parts.append(adamw(mcfg, tcfg))
     if tcfg.layer_lr_decay != 1.0 or tcfg.train_last_layers:
         parts.append(scale_by_layer(mcfg, tcfg))
     return optax.chain(*parts)
