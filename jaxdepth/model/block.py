@@ -51,14 +51,16 @@ class Block(nn.Module):
         # Output projections: optional std / sqrt(2L) (GPT-2, Radford et al. 2019), times the
         # scheme's init gain (DeepNorm beta, arXiv 2203.00555) on v, out and FFN weights.
         std = cfg.init_std * P.hidden_init_scale(cfg)
-        out_std = std * c.init_gain / (math.sqrt(2 * L) if cfg.scaled_init else 1.0)
+        ffn_std = cfg.init_std * P.hidden_init_scale(cfg, ffn_out=True)  # fan-in F, not W
+        denom = math.sqrt(2 * L) if cfg.scaled_init else 1.0
+        out_std, ffn_out_std = std * c.init_gain / denom, ffn_std * c.init_gain / denom
         gain_std = std * c.init_gain
         # the parameterisation's depth multiplier m_L^-alpha is one more coefficient of the
         # update (CompleteP, arXiv 2505.01618), composed with the scheme's own
         branch = c.branch * P.branch_multiplier(cfg)
         sublayers = {
             "attn": Attention(cfg, out_std=out_std, v_std=gain_std, qk_std=std, name="attn"),
-            "ffn": FFN(cfg, in_std=gain_std, out_std=out_std, name="ffn"),
+            "ffn": FFN(cfg, in_std=gain_std, out_std=ffn_out_std, name="ffn"),
         }
         # Mix-LN: pre and post are traced complements (a layer is Pre-LN or Post-LN), so each
         # sublayer holds ONE norm and runs it at whichever end is active.

@@ -19,6 +19,10 @@ of its table (docs/literature.md §8; `sp` is the identity everywhere):
 | Adam epsilon | eps | eps / m_W | hidden eps / m_W * m_L^(-alpha), embedding/unembedding eps / m_W |
 
 `completep` with `depth_alpha = 0.5` is depth-muP (Yang et al. 2023, arXiv 2310.02244).
+m_W of a hidden matrix is its fan-in over the same matrix's fan-in at the base width
+(microsoft/mup's `infshape`): W / W_base for the attention projections and the FFN's input
+projections, F / F_base for the FFN's output projection, whose fan-in is the FFN hidden
+size F (`ffn_hidden_size`: 8/3 W rounded up to a multiple of 64, so not W's multiple).
 "Hidden" tensors are those inside the layer stack (params under `layers`); the embedding,
 an untied unembedding (`head`, which the output multiplier treats like the embedding), the
 final and embedding norms are outside it. Pure functions of the model config: the block,
@@ -27,6 +31,7 @@ the attention, the transformer and the optimiser read their coefficient here.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -34,15 +39,22 @@ from jaxdepth.config import PARAMETERIZATIONS  # noqa: F401 - listed once, in th
 
 ADAM_EPS = 1e-8  # optax.adamw's default, the eps every rule scales
 
-# The tensor roles the rules distinguish (`tensor_role`).
-EMBEDDING, UNEMBEDDING, HIDDEN_MATRIX, HIDDEN_VECTOR, OUTER_VECTOR = (
-    "embedding", "unembedding", "hidden_matrix", "hidden_vector", "outer_vector")
-ROLES = (EMBEDDING, UNEMBEDDING, HIDDEN_MATRIX, HIDDEN_VECTOR, OUTER_VECTOR)
+# The tensor roles the rules distinguish (`tensor_role`); FFN_OUT is a hidden matrix whose
+# fan-in is the FFN hidden size.
+EMBEDDING, UNEMBEDDING, HIDDEN_MATRIX, FFN_OUT, HIDDEN_VECTOR, OUTER_VECTOR = (
+    "embedding", "unembedding", "hidden_matrix", "ffn_out", "hidden_vector", "outer_vector")
+ROLES = (EMBEDDING, UNEMBEDDING, HIDDEN_MATRIX, FFN_OUT, HIDDEN_VECTOR, OUTER_VECTOR)
 
 
 def width_mult(cfg) -> float:
     """m_W = width / base_width."""
     return cfg.width / cfg.base_width
+
+
+def ffn_width_mult(cfg) -> float:
+    """m_W of the FFN output projection: F / F_base, its fan-in at this width over the base
+    width's (an explicit `model.ffn_hidden` is the same at both: 1)."""
+    return cfg.ffn_hidden_size / dataclasses.replace(cfg, width=cfg.base_width).ffn_hidden_size
 
 
 def depth_mult(cfg) -> float:
@@ -59,9 +71,12 @@ def _alpha(cfg) -> float | None:
     return cfg.depth_alpha if cfg.parameterization == "completep" else None
 
 
-def hidden_init_scale(cfg) -> float:
-    """Std multiplier of hidden weights: init var s^2 / m_W (muP table, hidden weight init)."""
-    return 1.0 / math.sqrt(width_mult(cfg)) if _mu(cfg) else 1.0
+def hidden_init_scale(cfg, ffn_out: bool = False) -> float:
+    """Std multiplier of hidden weights: init var s^2 / m_W (muP table, hidden weight init);
+    `ffn_out`: the FFN output projection's (m_W = F / F_base)."""
+    if not _mu(cfg):
+        return 1.0
+    return 1.0 / math.sqrt(ffn_width_mult(cfg) if ffn_out else width_mult(cfg))
 
 
 def branch_multiplier(cfg) -> float:
@@ -96,7 +111,9 @@ def tensor_role(names: list[str]) -> str:
     (final and embedding norms) outer_vector."""
     top = names[0]
     if top == "layers" or top.startswith("layers_"):
-        return HIDDEN_MATRIX if names[-1] == "kernel" else HIDDEN_VECTOR
+        if names[-1] != "kernel":
+            return HIDDEN_VECTOR
+        return FFN_OUT if names[-3:-1] == ["ffn", "down"] else HIDDEN_MATRIX
     if top == "embed":
         return EMBEDDING
     if top == "head":
@@ -121,16 +138,21 @@ def tensor_rules(cfg) -> dict[str, TensorRule]:
     mw = width_mult(cfg)
     a = _alpha(cfg)
     # hidden LR m_L^(alpha - 1), hidden eps m_L^(-alpha), hidden wd m_W: CompleteP rows only
+    # (wd m_W keeps the coupled decay lr * wd of a hidden matrix independent of width)
     depth_lr = 1.0 if a is None else depth_mult(cfg) ** (a - 1.0)
     depth_eps = 1.0 if a is None else depth_mult(cfg) ** -a
-    hidden_wd = 1.0 if a is None else mw
     outer = TensorRule(lr=1.0, wd=1.0, eps=1.0 / mw)  # embedding / unembedding / final norm
+
+    def hidden_matrix(m):  # m: the matrix's own width multiplier (its fan-in's)
+        return TensorRule(lr=depth_lr / m, wd=m if a is not None else 1.0, eps=depth_eps / m)
+
     return {
         EMBEDDING: outer,
         UNEMBEDDING: outer,
         OUTER_VECTOR: outer,
-        HIDDEN_MATRIX: TensorRule(lr=depth_lr / mw, wd=hidden_wd, eps=depth_eps / mw),
-        HIDDEN_VECTOR: TensorRule(lr=depth_lr, wd=hidden_wd, eps=depth_eps / mw),
+        HIDDEN_MATRIX: hidden_matrix(mw),
+        FFN_OUT: hidden_matrix(ffn_width_mult(cfg)),
+        HIDDEN_VECTOR: TensorRule(lr=depth_lr, eps=depth_eps / mw),  # never decayed
     }
 
 

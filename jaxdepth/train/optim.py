@@ -74,7 +74,7 @@ def param_labels(params):
 
 
 # roles whose tensors are matrices: weight decay applies (as `decay_mask`)
-DECAYED_ROLES = (P.EMBEDDING, P.UNEMBEDDING, P.HIDDEN_MATRIX)
+DECAYED_ROLES = (P.EMBEDDING, P.UNEMBEDDING, P.HIDDEN_MATRIX, P.FFN_OUT)
 
 
 def scaled_adamw(tcfg, rule: P.TensorRule, decay: bool) -> optax.GradientTransformation:
