@@ -17,6 +17,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "prepare": ("jaxdepth.data.cli", "tokenize corpora into memory-mapped shards + manifest"),
     "quickstart": ("jaxdepth.quickstart", "pre vs lns at two depths on the embedded corpus"),
     "signal": ("jaxdepth.diagnostics.signal_cli", "signal propagation through depth, per scheme"),
+    "coordcheck": ("jaxdepth.diagnostics.coordcheck_cli",
+                   "muP coordinate check across width and depth, per parameterization"),
     "analyze": ("jaxdepth.diagnostics.cli", "per-layer analysis of a trained run"),
     "fit": ("jaxdepth.scaling.cli", "fit scaling laws to a results table"),
     "sweep": ("jaxdepth.sweep.cli", "run a resumable depth x width x scheme sweep"),
