@@ -28,6 +28,17 @@ DCRIT_NOTE = ("d_best = best measured depth; d_star = vertex of a parabola in ln
 LAW_MIN_RUNS = 12  # below this the depth/width law (7+ parameters) is not fitted
 
 
+def parameterization_line(rows) -> list[str]:
+    """One line naming the parameterisation and learning rate of the runs when they are not
+    all sp (`model.parameterization=... train.lr=...` overrides), else nothing."""
+    params = sorted({r.get("parameterization") or "sp" for r in rows})
+    if params == ["sp"]:
+        return []
+    lrs = sorted({r["lr"] for r in rows})
+    return [f"Parameterisation: {', '.join(params)}; learning rate: "
+            f"{', '.join(fmt(x, '.4g') for x in lrs)}.", ""]
+
+
 def minima_rows(rows, scheme: str | None = None) -> list[dict]:
     """Per width (and scheme): the U-curve minimum with its interval, and 2.43 ln W."""
     out = []
@@ -53,7 +64,8 @@ def report(out: Path, meta: dict, rows: list[dict]) -> str:
     plots.loss_vs_depth(panels, out / "loss_vs_depth.png",
                         f"loss against depth at fixed width, {rows[0]['tokens']} tokens per run",
                         marks)
-    md = ["## Validation loss by width and depth (same tokens per run: "
+    md = [*parameterization_line(rows),
+          "## Validation loss by width and depth (same tokens per run: "
           f"{rows[0]['steps']} steps x {rows[0]['batch_size']} x {rows[0]['seq_len']}; "
           f"{seeds_text(rows)})", "",
           table(piv, cols), "", "## U-curve minimum per width", "",

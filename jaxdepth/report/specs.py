@@ -156,7 +156,7 @@ def _persistence(size: str) -> dict:
 PARAMETERIZATIONS = ["sp", "mup", "completep"]
 LR_TRANSFER = {
     "tiny": dict(log2_lrs=[-8, -6, -4], widths=[16, 32], depths=[1, 2], base=(32, 2)),
-    "default": dict(log2_lrs=list(range(-11, -4)), widths=[32, 64, 128, 256],
+    "default": dict(log2_lrs=list(range(-9, -3)), widths=[32, 64, 128, 256],
                     depths=[2, 4, 8, 16], base=(64, 4), steps=100, warmup_steps=10),
     "paper": dict(log2_lrs=list(range(-14, -7)), widths=[256, 512, 1024, 2048],
                   depths=[4, 8, 16, 32], base=(256, 8)),

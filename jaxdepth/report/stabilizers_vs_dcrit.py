@@ -8,7 +8,13 @@ import math
 from pathlib import Path
 
 from jaxdepth.report import plots
-from jaxdepth.report.depth_delusion import DCRIT_NOTE, MIN_COLS, MIN_SPECS, minima_rows
+from jaxdepth.report.depth_delusion import (
+    DCRIT_NOTE,
+    MIN_COLS,
+    MIN_SPECS,
+    minima_rows,
+    parameterization_line,
+)
 from jaxdepth.report.markdown import pivot
 from jaxdepth.report.published import dcrit_paper
 from jaxdepth.report.rows import mean_by_depth, seeds_text
@@ -24,7 +30,7 @@ def report(out: Path, meta: dict, rows: list[dict]) -> str:
               for w in widths}
     marks = {f"width {w}": [(dcrit_paper(w), "2.43 ln W", ":")] for w in widths}
     plots.loss_vs_depth(panels, out / "loss_vs_depth.png", "loss against depth per scheme", marks)
-    md = [f"## Validation loss ({seeds_text(rows)})", ""]
+    md = [*parameterization_line(rows), f"## Validation loss ({seeds_text(rows)})", ""]
     for s in schemes:
         piv, cols = pivot([r for r in rows if r["scheme"] == s], "width", "depth", "final_val_loss")
         md += [f"### {s}", "", table(piv, cols), ""]

@@ -12,6 +12,10 @@ points then gives an absurdly narrow interval). Repeated seeds are the remedy.
 `bracket` is the model-free interval: for a unimodal loss(D), the minimum lies between the
 depths on either side of the observed best, whatever the shape of the U; half-open
 ([0, second depth] or [second-deepest depth, inf]) when the best is at an edge of the sweep.
+
+Nothing here is specific to depth: any positive x swept on a log grid works, and the
+learning-rate transfer report (`jaxdepth.report.lr_transfer`) passes the learning rate as
+`depth` (the keys keep their depth names: `depth_min` is then the optimal learning rate).
 """
 
 from __future__ import annotations
