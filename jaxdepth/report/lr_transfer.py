@@ -28,8 +28,9 @@ DRIFT_LIMIT = 1.0
 EDGES = ("at_lower_edge", "at_upper_edge")
 # statuses whose log2_lr_opt is an estimate: the parabola's vertex (ok), the best lr run
 # (below_divergence: below the smallest diverged lr; vertex_outside_bracket: a vertex the
-# runs either side of the best contradict), or a grid edge (a one-sided bound)
-ESTIMATED = ("ok", "below_divergence", "vertex_outside_bracket", *EDGES)
+# runs either side of the best contradict; no_curvature: the parabola around the best opens
+# downward), or a grid edge (a one-sided bound)
+ESTIMATED = ("ok", "below_divergence", "vertex_outside_bracket", "no_curvature", *EDGES)
 
 OPT_COLS = ["parameterization", "width", "depth", "axis", "runs", "diverged", "log2_lr_best",
             "log2_lr_star", "lr_star", "interval_log2", "interval_from", "status"]
@@ -60,7 +61,9 @@ OPT_NOTE = ("Per (parameterisation, width, depth): log2_lr_best = the best learn
             "below it and the smallest diverged one; log2_lr_opt is the best lr run), "
             "vertex_outside_bracket (the fitted vertex lies outside the bracket, which no unimodal "
             "curve allows: the loss is not a parabola around its best lr, e.g. one noisy run; "
-            "log2_lr_opt is the best lr run), too_few_lrs (fewer than 3 learning rates "
+            "log2_lr_opt is the best lr run), no_curvature (the parabola around the best lr "
+            "opens downward: a jagged curve; log2_lr_opt is the best lr run), too_few_lrs "
+            "(fewer than 3 learning rates "
             "finished: no estimate).")
 FIG_NOTE = ("Final validation loss against log2(lr), one curve per {what}, one panel per "
             "parameterisation, as in EleutherAI/nanoGPT-mup's transfer figure (muP, arXiv "
