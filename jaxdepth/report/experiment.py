@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(not of a key its sweep varies)")
     p.add_argument("--size", choices=SIZES, default="default",
                    help="tiny: CI size (minutes on 2 cores); default: < 30 min on a 2-core "
-                   "CPU; paper: the published shapes (a pod)")
+                   "CPU (lr_transfer: about 45); paper: the published shapes (a pod)")
     # deprecated spellings of --size, kept for old command lines
     p.add_argument("--tiny", dest="size", action="store_const", const="tiny",
                    default=argparse.SUPPRESS, help=argparse.SUPPRESS)

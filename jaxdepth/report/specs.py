@@ -6,7 +6,9 @@
 - default: what a 2-core CPU trains in under 30 minutes (check with `--plan`). Measured
   on an idle 2-core machine, one experiment at a time (wall time of the whole command):
   stacking_failure 45 s, depth_delusion 605 s (30 runs), gradient_persistence 689 s
-  (5 runs of 1000 steps), stabilizers_vs_dcrit 934 s (60 runs), curse_of_depth 726 s (30 runs).
+  (5 runs of 1000 steps), stabilizers_vs_dcrit 934 s (60 runs), curse_of_depth 726 s (30 runs);
+  lr_transfer about 45 minutes (126 runs: 2516 s of training summed over them, measured
+  while other jobs shared the CPU).
   Two init seeds per shape where a minimum or a gap is compared across runs.
 - paper: the published shapes and recipes, for a pod; only planned here
   (`jaxdepth experiment NAME --size paper --plan`). Each trains on a corpus prepared once
