@@ -184,3 +184,7 @@ def test_tiny_experiment_writes_report(tmp_path):
     assert len(table_rows) == len(got) == 3 * len(lr_transfer_shapes("tiny"))
     assert got == {(p, w, d) for p in PARAMETERIZATIONS for w, d in lr_transfer_shapes("tiny")}
     assert "## Drift of the optimal learning rate across width and depth" in report
+    # the coordinate check of the same shapes, at the base shape and lr, with its figures
+    assert "## Coordinate check" in report
+    for png in ("coordcheck_width.png", "coordcheck_depth.png"):
+        assert (out / "coordcheck" / png).is_file() and f"(coordcheck/{png})" in report

@@ -133,29 +133,28 @@ def write_csv(rows: list[dict], path: Path) -> None:
         w.writerows({k: "" if r[k] is None else r[k] for k in ROW_KEYS} for r in rows)
 
 
-def run(args) -> int:
-    from jaxdepth.config import load_config
+def write_coordcheck(cfg, parameterizations, widths, depths, steps: int, lr, out: Path,
+                     progress: bool = True) -> Path:
+    """Run a coordinate check of `cfg` and write coordcheck.csv / .md / _width.png /
+    _depth.png into `out` (the verb, and the lr_transfer experiment); returns the .md."""
     from jaxdepth.diagnostics import coordcheck as C
 
-    cfg = load_config(args.config, args.overrides)
-    shapes = C.plan(cfg, _split(args.parameterizations, "parameterizations"),
-                    _split(args.widths, "widths", int), _split(args.depths, "depths", int),
-                    args.steps, args.lr)  # bad input fails here, before any compile
+    shapes = C.plan(cfg, parameterizations, widths, depths, steps, lr)  # bad input: here
     from tqdm.auto import tqdm
 
     t0 = time.time()
     tok, tokens = C.first_batch(cfg)
     rows = []
-    bar = tqdm(shapes, desc="coordcheck", unit="model", disable=args.no_progress,
+    bar = tqdm(shapes, desc="coordcheck", unit="model", disable=not progress,
                dynamic_ncols=True)
     for s in bar:
         bar.set_postfix_str(f"{s.parameterization} width {s.width} depth {s.depth}")
         rows += C.measure(s, tokens, tok.vocab_size, tok.pad_id)
     slope_rows = C.slopes(rows)
     m, lr = cfg.model, shapes[0].cfg.train.lr
-    text = slope_table(slope_rows, args.steps)
+    text = slope_table(slope_rows, steps)
     print(text)
-    out = Path(args.out)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "coordcheck.csv")
     widths = sorted({s.width for s in shapes if "width" in s.axes})
@@ -163,9 +162,9 @@ def run(args) -> int:
     setup = (f"Scheme `{m.scheme}`, base width {m.base_width}, base depth {m.base_depth}, "
              f"depth alpha {m.depth_alpha:g}; widths {', '.join(map(str, widths))} at depth "
              f"{m.depth}, depths {', '.join(map(str, depths))} at width {m.width} (head size "
-             f"{m.head_dim}); {args.steps} steps at a constant lr {lr:g} on one batch of "
+             f"{m.head_dim}); {steps} steps at a constant lr {lr:g} on one batch of "
              f"{cfg.data.batch_size} x {cfg.data.seq_len} tokens, seed {cfg.train.seed}.")
-    legend = (f"Slope of log2 RMS per doubling of width (depth) at step {args.steps}, least "
+    legend = (f"Slope of log2 RMS per doubling of width (depth) at step {steps}, least "
               "squares over the axis's shapes: `Δ` = the change since init, `rms` = the value. "
               "About 0: independent of width (depth), as muP (arXiv 2203.03466) asks across "
               "width and CompleteP (arXiv 2505.01618) across depth; > 0: grows (SP).")
@@ -175,4 +174,14 @@ def run(args) -> int:
     pngs = [figure(rows, slope_rows, axis, out / f"coordcheck_{axis}.png") for axis in C.AXES]
     print(f"wrote {out / 'coordcheck.csv'}, {out / 'coordcheck.md'}, "
           f"{', '.join(map(str, pngs))} in {time.time() - t0:.1f}s")
+    return out / "coordcheck.md"
+
+
+def run(args) -> int:
+    from jaxdepth.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    write_coordcheck(cfg, _split(args.parameterizations, "parameterizations"),
+                     _split(args.widths, "widths", int), _split(args.depths, "depths", int),
+                     args.steps, args.lr, Path(args.out), progress=not args.no_progress)
     return 0

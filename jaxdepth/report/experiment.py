@@ -151,6 +151,23 @@ def write_report(out: Path) -> Path:
     return path
 
 
+def lr_transfer_coordcheck(spec, size: str, out: Path, progress: bool = True) -> Path:
+    """The coordinate check behind lr_transfer's figures: its base config (the base shape,
+    the base lr), its widths and depths, 5 steps, into OUT/coordcheck (one process: a
+    multi-host job leaves it to `jaxdepth coordcheck`)."""
+    from jaxdepth.config import RunConfig, from_dict, validate
+    from jaxdepth.diagnostics.coordcheck_cli import write_coordcheck
+    from jaxdepth.report.specs import LR_TRANSFER, PARAMETERIZATIONS
+
+    g = LR_TRANSFER[size]
+    cfg = validate(from_dict(RunConfig, spec.base))
+    return write_coordcheck(cfg, PARAMETERIZATIONS, g["widths"], g["depths"], COORDCHECK_STEPS,
+                            None, out / "coordcheck", progress=progress)
+
+
+COORDCHECK_STEPS = 5
+
+
 def command_line(args) -> str:
     """The `jaxdepth experiment ...` command that reproduces this invocation's results."""
     parts = ["jaxdepth", "experiment", args.name, "--size", args.size, *args.overrides]
@@ -201,6 +218,8 @@ def run(args) -> int:
         from jaxdepth.sweep import run_sweep
 
         run_sweep(spec, out / "sweep", progress=not args.no_progress)
+        if name == "lr_transfer" and jax.process_count() == 1:
+            lr_transfer_coordcheck(spec, size, out, progress=not args.no_progress)
     if not lead:
         return 0
     meta["wall_time_s"] = time.time() - t0

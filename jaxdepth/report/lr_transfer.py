@@ -310,4 +310,16 @@ def report(out: Path, meta: dict, rows: list[dict]) -> str:
         if (d["parameterization"], d["axis"]) in TARGETS or d["parameterization"] == "sp":
             md.append(f"- {d['parameterization']} across {d['axis']}s: drift {d['drift']} "
                       f"octaves, target {d['target']}: {d['verdict']}.")
-    return "\n".join(md)
+    return "\n".join(md + ["", *coordcheck_section(out)])
+
+
+def coordcheck_section(out: Path) -> list[str]:
+    """The coordinate check the experiment ran at its base shape (OUT/coordcheck, written by
+    `jaxdepth.diagnostics.coordcheck_cli.write_coordcheck`): its text and both figures."""
+    md_path = out / "coordcheck" / "coordcheck.md"
+    if not md_path.is_file():
+        return ["## Coordinate check", "", "Not run here (a multi-host job leaves it to "
+                "`jaxdepth coordcheck`)."]
+    body = md_path.read_text().splitlines()[1:]  # without its own title
+    return ["## Coordinate check (the same shapes, a few steps at the base lr)", *body,
+            "![](coordcheck/coordcheck_width.png)", "", "![](coordcheck/coordcheck_depth.png)", ""]

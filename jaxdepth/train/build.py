@@ -100,18 +100,36 @@ def build(mcfg, tcfg, pcfg, seq_len: int, pad_id: int, mesh: Mesh | None = None)
 
     batch_sh = parallel.batch_sharding(mesh, pcfg)
     k = tcfg.microbatches
-    micro_sh = None
-    if k > 1:
-        micro_sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
-            None, *batch_sh.spec))
+    micro_sh = _micro_sharding(batch_sh, k)
     train_step = in_mesh(make_train_step(model, tx, schedule, pad_id, mcfg.depth, k, micro_sh),
                          mesh, batch_sh, pcfg, mcfg)
-    eval_step = in_mesh(make_eval_step(model, pad_id, k, micro_sh), mesh, batch_sh, pcfg, mcfg)
     return Built(
         model=model, tx=tx, schedule=schedule, mesh=mesh, state_shardings=state_sh,
         batch_sharding=batch_sh,
         init_state=jax.jit(init_state, out_shardings=state_sh),
         train_step=jax.jit(train_step, in_shardings=(state_sh, batch_sh),
                            out_shardings=(state_sh, repl), donate_argnums=0),
-        eval_step=jax.jit(eval_step, in_shardings=(param_sh, batch_sh), out_shardings=repl),
+        eval_step=_eval_step(mcfg, pcfg, seq_len, pad_id, k, mesh),
     )
+
+
+def _micro_sharding(batch_sh, k: int):
+    """Sharding of a batch split into k micro-batches (leading axis), or None for k = 1."""
+    if k == 1:
+        return None
+    return jax.sharding.NamedSharding(batch_sh.mesh, jax.sharding.PartitionSpec(
+        None, *batch_sh.spec))
+
+
+@functools.lru_cache(maxsize=16)
+def _eval_step(mcfg, pcfg, seq_len: int, pad_id: int, k: int, mesh: Mesh):
+    """The jitted eval step, which depends on the model and layout only: runs that differ in
+    the optimiser (a learning-rate sweep) share one compiled evaluation."""
+    model = Transformer(mcfg)
+    _, boxed = boxed_param_init(model, seq_len)
+    param_sh = parallel.logical_shardings(boxed, mesh, pcfg)
+    batch_sh = parallel.batch_sharding(mesh, pcfg)
+    step = in_mesh(make_eval_step(model, pad_id, k, _micro_sharding(batch_sh, k)), mesh,
+                   batch_sh, pcfg, mcfg)
+    return jax.jit(step, in_shardings=(param_sh, batch_sh),
+                   out_shardings=parallel.replicated(mesh))
