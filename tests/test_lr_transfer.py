@@ -15,7 +15,12 @@ import pytest
 from jaxdepth.cli import main
 from jaxdepth.report import lr_transfer as lt
 from jaxdepth.report.depth_delusion import parameterization_line
-from jaxdepth.report.specs import LR_TRANSFER, PARAMETERIZATIONS, lr_transfer_shapes
+from jaxdepth.report.specs import (
+    LR_TRANSFER,
+    PARAMETERIZATIONS,
+    lr_transfer_parameterizations,
+    lr_transfer_shapes,
+)
 
 BASE = (64, 4)
 LOG2_LRS = list(range(-12, -3))  # -12 .. -4
@@ -181,8 +186,9 @@ def test_tiny_experiment_writes_report(tmp_path):
     section = report.split("## Optimal learning rate per shape")[1].split("\n## ")[0]
     table_rows = [ln.split("|")[1:4] for ln in section.splitlines() if ln.startswith("| ")][1:]
     got = {(p.strip(), int(w), int(d)) for p, w, d in table_rows}
-    assert len(table_rows) == len(got) == 3 * len(lr_transfer_shapes("tiny"))
-    assert got == {(p, w, d) for p in PARAMETERIZATIONS for w, d in lr_transfer_shapes("tiny")}
+    params = lr_transfer_parameterizations("tiny")
+    assert len(table_rows) == len(got) == len(params) * len(lr_transfer_shapes("tiny"))
+    assert got == {(p, w, d) for p in params for w, d in lr_transfer_shapes("tiny")}
     assert "## Drift of the optimal learning rate across width and depth" in report
     # the coordinate check of the same shapes, at the base shape and lr, with its figures
     assert "## Coordinate check" in report

@@ -157,11 +157,11 @@ def lr_transfer_coordcheck(spec, size: str, out: Path, progress: bool = True) ->
     multi-host job leaves it to `jaxdepth coordcheck`)."""
     from jaxdepth.config import RunConfig, from_dict, validate
     from jaxdepth.diagnostics.coordcheck_cli import write_coordcheck
-    from jaxdepth.report.specs import LR_TRANSFER, PARAMETERIZATIONS
+    from jaxdepth.report.specs import LR_TRANSFER, lr_transfer_parameterizations
 
     g = LR_TRANSFER[size]
     cfg = validate(from_dict(RunConfig, spec.base))
-    return write_coordcheck(cfg, PARAMETERIZATIONS, g["widths"], g["depths"], COORDCHECK_STEPS,
+    return write_coordcheck(cfg, lr_transfer_parameterizations(size), g["widths"], g["depths"], COORDCHECK_STEPS,
                             None, out / "coordcheck", progress=progress)
 
 
