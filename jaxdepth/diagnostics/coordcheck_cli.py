@@ -14,9 +14,11 @@ import math
 import time
 from pathlib import Path
 
+from jaxdepth.config import PARAMETERIZATIONS
+
 DEFAULT_WIDTHS = "32,64,128,256"
 DEFAULT_DEPTHS = "2,4,8,16"
-DEFAULT_PARAMETERIZATIONS = "sp,mup,completep"
+DEFAULT_PARAMETERIZATIONS = ",".join(PARAMETERIZATIONS)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -35,8 +35,6 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from jaxdepth.config import PARAMETERIZATIONS  # noqa: F401 - listed once, in the config
-
 ADAM_EPS = 1e-8  # optax.adamw's default, the eps every rule scales
 
 # The tensor roles the rules distinguish (`tensor_role`); FFN_OUT is a hidden matrix whose
@@ -154,13 +152,3 @@ def tensor_rules(cfg) -> dict[str, TensorRule]:
         FFN_OUT: hidden_matrix(ffn_width_mult(cfg)),
         HIDDEN_VECTOR: TensorRule(lr=depth_lr, eps=depth_eps / mw),  # never decayed
     }
-
-
-def describe(cfg) -> str:
-    """One line naming the parameterisation and its multipliers (logs, reports)."""
-    if not _mu(cfg):
-        return "sp"
-    text = f"{cfg.parameterization}: m_W = {width_mult(cfg):g}"
-    if _alpha(cfg) is not None:
-        text += f", m_L = {depth_mult(cfg):g}, alpha = {cfg.depth_alpha:g}"
-    return text

@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+from jaxdepth.config import PARAMETERIZATIONS as CONFIG_PARAMETERIZATIONS
 from jaxdepth.errors import UserError
 
 SIZES = ("tiny", "default", "paper")
@@ -155,7 +156,7 @@ def _persistence(size: str) -> dict:
 # (muP's transfer test, arXiv 2203.03466 Fig. 1; CompleteP's depth-wise one, arXiv
 # 2505.01618; docs/literature.md §8). `base` = (base_width, base_depth): the shape whose
 # multipliers are 1, where sp, mup and completep differ least.
-PARAMETERIZATIONS = ["sp", "mup", "completep"]
+PARAMETERIZATIONS = list(CONFIG_PARAMETERIZATIONS)  # every one: sp, mup, completep
 LR_TRANSFER = {
     # tiny: a smoke test of the code path, compile-bound (one train step per run: the lr is
     # compiled in), so sp and completep only (completep's code path covers mup's)
