@@ -36,6 +36,49 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_iter, config: dict)
         config=ocp.args.JsonSave(config)), force=True)
 
 
+def save_params(run_dir, step: int, params, config: dict) -> None:
+    """A checkpoint holding only `state.params` (numpy or jax arrays) and the config: an
+    imported model (`jaxdepth import`), which has no optimiser or data state. Every tool
+    that reads params (`restore_params`: analysis, `train.init_from`, export) reads it."""
+    mngr = manager(run_dir, keep=1)
+    try:
+        mngr.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave({"params": params}), config=ocp.args.JsonSave(config)),
+            force=True)
+        mngr.wait_until_finished()
+    finally:
+        mngr.close()
+
+
+def restore_params(run_dir, abstract_params, step: int | None = None, what: str = "run"):
+    """Only the params of a run's checkpoint at `step` (default: the newest), placed on the
+    shardings of `abstract_params` (Orbax partial restore: the optimiser state, if any, is
+    not read, so it may differ or be absent); the parameter shapes must match (a UserError
+    naming the first that differs otherwise). `what` names the run in errors."""
+    mngr = manager(run_dir, read_only=True)
+    try:
+        step = mngr.latest_step() if step is None else step
+        if step is None:
+            raise UserError(f"{what} '{run_dir}' has no checkpoint")
+        saved = ocp.PyTreeCheckpointHandler().metadata(
+            mngr.directory / str(step) / "state").tree["params"]
+        shapes = [{jax.tree_util.keystr(k): tuple(v.shape) for k, v in
+                   jax.tree_util.tree_flatten_with_path(t)[0]} for t in (saved, abstract_params)]
+        there, here = shapes
+        diff = [f"{k}: {there.get(k)} there, {here.get(k)} here"
+                for k in sorted(set(there) | set(here)) if there.get(k) != here.get(k)]
+        if diff:
+            raise UserError(f"{what} '{run_dir}' holds a model of another shape "
+                            f"({len(diff)} params differ, e.g. {diff[0]})")
+        item = {"params": abstract_params}
+        out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+            partial_restore=True)))
+    finally:
+        mngr.close()
+    return out.state["params"]
+
+
 def abstract_like(state, shardings):
     """ShapeDtypeStructs carrying the target shardings (restore reshards onto them)."""
     return jax.tree.map(

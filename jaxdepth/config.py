@@ -22,6 +22,8 @@ from jaxdepth.errors import UserError
 # model resolves them by name (jnp.dtype(name), jax.checkpoint_policies.<name>).
 NORMS = ("rmsnorm", "layernorm")
 FFNS = ("swiglu", "gelu")
+# token positions: rotary (Su et al. 2021) or a learned table (GPT-2, Radford et al. 2019)
+POSITIONS = ("rope", "learned")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 # compute dtype: auto = bfloat16 on GPU/TPU, float32 on CPU (jaxdepth.model.precision).
 # No float16: it needs loss scaling, and bfloat16 has float32's range.
@@ -33,6 +35,7 @@ ATTENTIONS = ("auto", "xla", "cudnn", "splash")
 # hyperparameter transfer across width and depth (jaxdepth.model.parameterization)
 PARAMETERIZATIONS = ("sp", "mup", "completep")
 CHOICES = {"model.parameterization": PARAMETERIZATIONS, "model.norm": NORMS, "model.ffn": FFNS,
+           "model.positions": POSITIONS,
            "model.remat": REMAT_POLICIES,
            "model.dtype": DTYPES, "model.param_dtype": PARAM_DTYPES,
            "model.attention": ATTENTIONS}
@@ -43,16 +46,21 @@ class ModelConfig:
     depth: int = 4
     width: int = 128
     heads: int = 4
+    kv_heads: int = 0  # key/value heads (grouped-query attention); 0: as many as heads
     vocab_size: int = 0  # 0: taken from the tokenizer (rounded up to a multiple of 64)
     scheme: str = "pre"  # residual/normalisation scheme, see jaxdepth.model.schemes
     norm: str = "rmsnorm"  # one of NORMS
     norm_eps: float = 1e-6
-    ffn: str = "swiglu"  # one of FFNS
+    ffn: str = "swiglu"  # one of FFNS (gelu: its tanh approximation, GPT-2's gelu_new)
     ffn_hidden: int = 0  # 0: 8/3 W rounded up to a multiple of 64 (swiglu) or 4 W (gelu)
     tied_embeddings: bool = True
     init_std: float = 0.02
     scaled_init: bool = False  # output projections get std / sqrt(2 * depth)
     rope_theta: float = 10000.0
+    positions: str = "rope"  # one of POSITIONS
+    max_positions: int = 0  # rows of the learned position table (positions=learned)
+    qkv_bias: bool = False  # biases on the q, k, v projections (Qwen2, GPT-2)
+    proj_bias: bool = False  # biases on the attention output and FFN projections (GPT-2)
     remat: str = "none"  # one of REMAT_POLICIES: none, full, or a jax.checkpoint_policies name
     scan_layers: bool = True
     dtype: str = "auto"  # compute dtype, one of DTYPES; norms, softmax, logits stay float32
@@ -80,6 +88,10 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.width // self.heads
+
+    @property
+    def kv_head_count(self) -> int:
+        return self.kv_heads or self.heads
 
 
 @dataclass(frozen=True)
@@ -277,6 +289,12 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"model.width / model.heads = {m.width // max(m.heads, 1)} must be even "
             "(RoPE rotates pairs of channels)",
         ),
+        (m.kv_heads >= 0 and m.heads % max(m.kv_heads, 1) == 0,
+         f"model.kv_heads ({m.kv_heads}) must divide model.heads ({m.heads}) (grouped-query "
+         "attention shares each key/value head among heads / kv_heads query heads); 0: heads"),
+        (m.positions != "learned" or m.max_positions >= d.seq_len,
+         f"model.max_positions ({m.max_positions}) must be >= data.seq_len ({d.seq_len}) with "
+         "model.positions=learned (one learned row per position)"),
         (m.scheme in SCHEMES,
          f"model.scheme '{m.scheme}' is unknown; valid schemes: {', '.join(sorted(SCHEMES))}"),
         (m.base_width >= 1, f"model.base_width must be >= 1, got {m.base_width}"),

@@ -28,7 +28,7 @@ from jaxdepth.rundir import read_metrics
 from jaxdepth.sweep import expand, load_spec, run_id, run_sweep, shapes
 from jaxdepth.sweep.claim import claim_is_stale, try_claim
 from jaxdepth.train import build as build_mod
-from jaxdepth.train.loop import params_from_run, train
+from jaxdepth.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = dict(model=dict(depth=2, width=32, heads=2),
@@ -250,7 +250,8 @@ def test_init_from_starts_from_the_source_params_and_freezes(swept, tmp_path):
     ft = replace(cfg, train=dict(init_from=str(src), train_last_layers=1, steps=2, seed=5))
     b = build_mod.build(build_mod.resolve_model(ft.model, 258), ft.train, ft.parallel, 16, 257)
     state = jax.eval_shape(b.init_state, jax.random.key(0))
-    got = params_from_run(src, checkpoint.abstract_like(state.params, b.state_shardings.params))
+    got = checkpoint.restore_params(
+        src, checkpoint.abstract_like(state.params, b.state_shardings.params))
     want = _saved_params(src)
     jax.tree.map(np.testing.assert_array_equal, got, want)
     train(ft, tmp_path / "ft", progress=False)

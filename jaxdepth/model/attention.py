@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdepth.config import ModelConfig
-from jaxdepth.model.layers import init, layout_rules
+from jaxdepth.model.layers import init, layout_rules, zeros
 from jaxdepth.model.parameterization import attention_scale
 from jaxdepth.model.precision import attention_kernel, compute_dtype, param_dtype
 
@@ -68,6 +68,9 @@ def splash_attention(q_BTNH, k_BTNH, v_BTNH, scale=None, *, interpret: bool | No
     in Pallas interpret mode, for tests on CPU."""
     if interpret is None:
         interpret = jax.default_backend() != "tpu"
+    N = q_BTNH.shape[2]
+    if k_BTNH.shape[2] != N:  # grouped-query: the kernel takes one k, v head per query head
+        k_BTNH, v_BTNH = (jnp.repeat(x, N // x.shape[2], axis=2) for x in (k_BTNH, v_BTNH))
     local = functools.partial(_splash_local, scale=scale, interpret=interpret)
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
@@ -127,9 +130,12 @@ KERNEL_FNS = {"xla": xla_attention, "cudnn": cudnn_attention, "splash": splash_a
 
 
 class Attention(nn.Module):
-    """softmax(q k^T / sqrt(H) + causal mask) v over `heads` heads (Vaswani et al. 2017),
-    q k^T / H under muP (`parameterization.attention_scale`), projections stored in
-    `cfg.param_dtype` and computed in the compute dtype."""
+    """softmax(q k^T / sqrt(H) + causal mask) v over `heads` query heads and `kv_heads`
+    key/value heads, each shared by heads / kv_heads query heads (grouped-query attention,
+    Ainslie et al. 2023, arXiv 2305.13245; every kernel takes the grouped k, v as they are),
+    q k^T / H under muP (`parameterization.attention_scale`), rotary positions unless the
+    model learns them (`cfg.positions`), optional q/k/v biases (Qwen2) and output bias
+    (GPT-2); projections stored in `cfg.param_dtype` and computed in the compute dtype."""
 
     cfg: ModelConfig
     out_std: float
@@ -140,16 +146,18 @@ class Attention(nn.Module):
     def __call__(self, x_BTW: jnp.ndarray) -> jnp.ndarray:
         cfg = self.cfg
         dtype, pdtype = compute_dtype(cfg), param_dtype(cfg)
-        N, H = cfg.heads, cfg.head_dim
-        proj = lambda name, std: nn.DenseGeneral(  # noqa: E731
-            (N, H), use_bias=False, dtype=dtype, param_dtype=pdtype, name=name,
-            kernel_init=init(std, ("embed", "heads", "kv")))
-        q_BTNH = rope(proj("query", self.qk_std)(x_BTW), cfg.rope_theta)
-        k_BTNH = rope(proj("key", self.qk_std)(x_BTW), cfg.rope_theta)
-        v_BTNH = proj("value", self.v_std)(x_BTW)
+        N, K, H = cfg.heads, cfg.kv_head_count, cfg.head_dim
+        proj = lambda heads, name, std: nn.DenseGeneral(  # noqa: E731
+            (heads, H), use_bias=cfg.qkv_bias, dtype=dtype, param_dtype=pdtype, name=name,
+            kernel_init=init(std, ("embed", "heads", "kv")), bias_init=zeros(("heads", "kv")))
+        pos = (lambda x: rope(x, cfg.rope_theta)) if cfg.positions == "rope" else (lambda x: x)
+        q_BTNH = pos(proj(N, "query", self.qk_std)(x_BTW))
+        k_BTKH = pos(proj(K, "key", self.qk_std)(x_BTW))
+        v_BTKH = proj(K, "value", self.v_std)(x_BTW)
         # None under sp: each kernel's own 1/sqrt(H), bit for bit what it computed before
         scale = None if cfg.parameterization == "sp" else attention_scale(cfg)
-        o_BTNH = KERNEL_FNS[attention_kernel(cfg)](q_BTNH, k_BTNH, v_BTNH, scale)
+        o_BTNH = KERNEL_FNS[attention_kernel(cfg)](q_BTNH, k_BTKH, v_BTKH, scale)
         return nn.DenseGeneral(
-            cfg.width, axis=(-2, -1), use_bias=False, dtype=dtype, param_dtype=pdtype,
-            name="out", kernel_init=init(self.out_std, ("heads", "kv", "embed")))(o_BTNH)
+            cfg.width, axis=(-2, -1), use_bias=cfg.proj_bias, dtype=dtype, param_dtype=pdtype,
+            name="out", kernel_init=init(self.out_std, ("heads", "kv", "embed")),
+            bias_init=zeros(("embed",)))(o_BTNH)

@@ -18,6 +18,11 @@ def init(std: float, names: tuple[str, ...]):
     return nn.with_logical_partitioning(nn.initializers.normal(std), names)
 
 
+def zeros(names: tuple[str, ...]):
+    """zeros initialiser (biases) carrying logical axis names for sharding."""
+    return nn.with_logical_partitioning(nn.initializers.zeros, names)
+
+
 def make_norm(cfg: ModelConfig, name: str, dtype=None) -> nn.Module:
     """RMSNorm (Zhang & Sennrich 2019, arXiv 1910.07467) or LayerNorm (Ba et al. 2016,
     arXiv 1607.06450), per `cfg.norm`, parameters in `cfg.param_dtype`.
@@ -33,8 +38,7 @@ def make_norm(cfg: ModelConfig, name: str, dtype=None) -> nn.Module:
               scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)))
     if cfg.norm == "rmsnorm":
         return nn.RMSNorm(**kw)
-    zeros = nn.with_logical_partitioning(nn.initializers.zeros, ("embed",))
-    return nn.LayerNorm(bias_init=zeros, **kw)
+    return nn.LayerNorm(bias_init=zeros(("embed",)), **kw)
 
 
 def rms(x_BTW: jnp.ndarray) -> jnp.ndarray:

@@ -112,7 +112,7 @@ def tensor_role(names: list[str]) -> str:
         if names[-1] != "kernel":
             return HIDDEN_VECTOR
         return FFN_OUT if names[-3:-1] == ["ffn", "down"] else HIDDEN_MATRIX
-    if top == "embed":
+    if top in ("embed", "pos_embed"):
         return EMBEDDING
     if top == "head":
         return UNEMBEDDING

@@ -1,5 +1,5 @@
-"""Decoder-only LM: embed -> (the scheme's embedding norm) -> nn.scan(Block) over the layer
-index -> (the scheme's final norm) -> logits.
+"""Decoder-only LM: embed (+ learned positions) -> (the scheme's embedding norm) ->
+nn.scan(Block) over the layer index -> (the scheme's final norm) -> logits.
 
 Precision (Micikevicius et al. 2018, arXiv 1710.03740): parameters in `model.param_dtype`,
 matmuls in the compute dtype, norms' statistics, the attention softmax and the residual
@@ -57,6 +57,11 @@ class Transformer(nn.Module):
         self.embed = nn.Embed(cfg.vocab_size, cfg.width, dtype=residual_dtype(cfg),
                               param_dtype=param_dtype(cfg),
                               embedding_init=init(cfg.init_std, ("vocab", "embed")))
+        # GPT-2's learned position table (Radford et al. 2019), added to the token embedding
+        self.pos_embed = (nn.Embed(cfg.max_positions, cfg.width, dtype=residual_dtype(cfg),
+                                   param_dtype=param_dtype(cfg),
+                                   embedding_init=init(cfg.init_std, (None, "embed")))
+                          if cfg.positions == "learned" else None)
         self.embed_norm = (make_norm(cfg, "embed_norm", residual_dtype(cfg))
                            if scheme.embed_norm else None)
         self.final_norm = make_norm(cfg, "final_norm") if scheme.final_norm else None
@@ -92,7 +97,10 @@ class Transformer(nn.Module):
 
     def __call__(self, tokens_BT, layer_mask_L=None):
         cfg = self.cfg
-        x_BTW = shard_batch(self.embed(tokens_BT))
+        x_BTW = self.embed(tokens_BT)
+        if self.pos_embed is not None:
+            x_BTW = x_BTW + self.pos_embed(jnp.arange(tokens_BT.shape[-1]))
+        x_BTW = shard_batch(x_BTW)
         if (mult := P.input_multiplier(cfg)) != 1.0:  # muP's optional input multiplier
             x_BTW = x_BTW * mult
         if self.embed_norm is not None:
@@ -123,7 +131,7 @@ def count_params(params, non_embedding: bool = False) -> int:
     total = 0
     for path, leaf in leaves:
         keys = "/".join(str(getattr(k, "key", k)) for k in path)
-        if non_embedding and ("embed" in keys.split("/")[:2] or keys.startswith("head")):
+        if non_embedding and keys.split("/")[0] in ("embed", "pos_embed", "head"):
             continue
         total += leaf.size
     return int(total)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxdepth.config import (
+    ModelConfig,
     RunConfig,
     apply_overrides,
     check_paths,
@@ -168,6 +169,8 @@ def load_spec(spec: str | Path | dict, overrides: list[str] = ()) -> SweepSpec:
 
 PARAMETERIZATION_KEYS = ("parameterization", "base_width", "base_depth", "depth_alpha",
                          "input_mult", "output_mult")
+# model keys added after run ids were fixed (architectures imported from Hugging Face)
+LATER_MODEL_KEYS = ("kv_heads", "positions", "max_positions", "qkv_bias", "proj_bias")
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -180,6 +183,10 @@ def run_id(cfg: RunConfig) -> str:
         d[section].pop(name)
     if cfg.model.parameterization == "sp":  # its keys act only under mup/completep, and sp
         for name in PARAMETERIZATION_KEYS:  # runs keep the ids they had before them
+            d["model"].pop(name)
+    default = ModelConfig()
+    for name in LATER_MODEL_KEYS:  # at their defaults, runs keep the ids they had before them
+        if getattr(cfg.model, name) == getattr(default, name):
             d["model"].pop(name)
     digest = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode())
     m = cfg.model

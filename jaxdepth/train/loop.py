@@ -15,7 +15,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
 from jaxdepth import checkpoint, memory, parallel, rundir
@@ -45,30 +44,6 @@ _NOT_BUILT = ("seed", "log_every", "eval_every", "eval_batches", "ckpt_every",
 
 def build_key(t_cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(t_cfg, **{k: getattr(TrainConfig(), k) for k in _NOT_BUILT})
-
-
-def params_from_run(src_dir: str | Path, abstract_params):
-    """Params of another run's latest checkpoint (`train.init_from`), placed on the
-    shardings of `abstract_params`. Only `params` is read (Orbax partial restore), so the
-    other run's optimiser may differ; the parameter shapes must match."""
-    mngr = checkpoint.manager(src_dir, read_only=True)
-    step = mngr.latest_step()
-    saved = ocp.PyTreeCheckpointHandler().metadata(
-        mngr.directory / str(step) / "state").tree["params"]
-    shapes = [{jax.tree_util.keystr(k): tuple(v.shape) for k, v in
-               jax.tree_util.tree_flatten_with_path(t)[0]} for t in (saved, abstract_params)]
-    there, here = shapes
-    diff = [f"{k}: {there.get(k)} there, {here.get(k)} here"
-            for k in sorted(set(there) | set(here)) if there.get(k) != here.get(k)]
-    if diff:
-        raise UserError(f"train.init_from '{src_dir}' holds a model of another shape "
-                        f"({len(diff)} params differ, e.g. {diff[0]})")
-    item = {"params": abstract_params}
-    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-        partial_restore=True)))
-    mngr.close()
-    return out.state["params"]
 
 
 def check_microbatches(batch_size: int, k: int, sharding) -> None:
@@ -132,8 +107,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
         for bad in [s for s in mngr.all_steps() if s > start]:  # unreadable, skipped by
             mngr.delete(bad)  # restore: training past them must save those steps anew
     elif t_cfg.init_from:  # a new run starting from another run's params (fine-tuning)
-        state = state.replace(params=params_from_run(
-            t_cfg.init_from, checkpoint.abstract_like(state.params, b.state_shardings.params)))
+        state = state.replace(params=checkpoint.restore_params(
+            t_cfg.init_from, checkpoint.abstract_like(state.params, b.state_shardings.params),
+            what="train.init_from"))
     if is_writer:
         truncate_metrics(run_dir, start)
     n_params = count_params(state.params)
