@@ -1,0 +1,1 @@
+"""Importing pretrained checkpoints (Hugging Face directories, GGUF files) into jaxdepth."""
