@@ -25,6 +25,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "experiment": ("jaxdepth.report.experiment",
                    "run (or plan) one published experiment and write its report"),
     "report": ("jaxdepth.report.cli", "regenerate an experiment's report from its results"),
+    "import": ("jaxdepth.convert.import_cli",
+               "import a Hugging Face (safetensors) or GGUF checkpoint as a run"),
+    "export": ("jaxdepth.convert.export_cli",
+               "export a Pre-LN run as a Hugging Face model directory"),
     "bench": ("jaxdepth.bench", "throughput benchmarks against this machine's matmul peak"),
 }
 

@@ -238,14 +238,18 @@ def test_cli_analyze_end_to_end(trained, tmp_path, capsys):
     assert main(["analyze", str(run_dir), "--batches", "1", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "removable layers" in out and "gradient persistence" in out
+    assert "block pruning" in out and "gromov [l*,l*+n)" in out
     a = json.loads((run_dir / "analysis" / "analysis.json").read_text())
     assert a["step"] == 20 and a["depth"] == DEPTH
+    assert len(a["pruning"]["block_influence"]) == DEPTH
+    assert a["pruning"]["gromov"]["n"] == a["pruning"]["shortgpt"]["n"] == [1]  # L // 2
     assert np.asarray(a["angular_distance"]["last_token"]).shape == (DEPTH + 1, DEPTH + 1)
     assert len(a["layer_removal"]["delta"]) == DEPTH
     assert len(a["prompt_top_tokens"]) == DEPTH + 1
     assert a["grad_persistence"]["step"] == 20
     assert len(a["grad_persistence"]["over_training"]) == 4  # logged every 5 of 20 steps
-    for name in ("angular_distance", "layer_removal", "logit_lens", "grad_persistence"):
+    for name in ("angular_distance", "layer_removal", "logit_lens", "grad_persistence",
+                 "pruning"):
         assert (run_dir / "analysis" / f"{name}.png").stat().st_size > 1000
 
     assert main(["analyze", str(run_dir), "--step", "10", "--batches", "1", "--no-progress"]) == 0

@@ -166,8 +166,9 @@ def _rope(hf: dict, where: str) -> float:
     plain inverse frequencies."""
     params = hf.get("rope_parameters") or {}
     scaling = hf.get("rope_scaling") or {}
-    kind = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
-    if kind != "default":
+    kinds = {params.get("rope_type"), scaling.get("rope_type"), scaling.get("type")}
+    kind = next(iter(sorted(kinds - {None, "default"})), None)
+    if kind is not None:
         raise UserError(f"{where}: RoPE type '{kind}' (rope_scaling) is not supported; only "
                         "plain RoPE imports (Llama 2, Mistral, Qwen2, SmolLM; not Llama 3.1+)")
     return float(hf.get("rope_theta") or params.get("rope_theta") or 10000.0)

@@ -116,12 +116,17 @@ def read_params(ckpt, fam: Family, mcfg: ModelConfig, progress: bool = True) -> 
     return tree
 
 
-def _tokenizer(files: dict[str, bytes], run_dir: Path, model_vocab: int):
+def check_tokenizer(files: dict[str, bytes], model_vocab: int):
+    """The tokenizer the files make (EOS / BOS resolved as `jaxdepth prepare` does), checked
+    against the model's vocabulary; written nowhere."""
+    import tempfile
+
     from jaxdepth.data.tokenizers import load_tokenizer
 
-    for name, data in files.items():
-        (run_dir / name).write_bytes(data)
-    tok = load_tokenizer(str(run_dir / "tokenizer.json"))
+    with tempfile.TemporaryDirectory() as d:
+        for name, data in files.items():
+            (Path(d) / name).write_bytes(data)
+        tok = load_tokenizer(str(Path(d) / "tokenizer.json"))
     if tok.vocab_size > model_vocab:
         raise UserError(f"the tokenizer has {tok.vocab_size} tokens but the model's vocab_size "
                         f"is {model_vocab}: they do not belong together")
@@ -146,9 +151,11 @@ def import_model(src, run_dir, *, dtype: str | None = None, progress: bool = Tru
     seq_len = min(DataConfig().seq_len, mcfg.max_positions or DataConfig().seq_len)
     cfg = validate(RunConfig(name=run_dir.name, model=mcfg, data=DataConfig(
         tokenizer=str(run_dir / "tokenizer.json"), seq_len=seq_len)))
+    tok = check_tokenizer(files, mcfg.vocab_size)
     plan(ckpt, fam, mcfg, abstract_params(mcfg))  # every check before a weight is read
     run_dir.mkdir(parents=True, exist_ok=True)
-    tok = _tokenizer(files, run_dir, mcfg.vocab_size)
+    for name, data in files.items():
+        (run_dir / name).write_bytes(data)
     params = read_params(ckpt, fam, mcfg, progress)
     cfg_dict = to_dict(cfg)
     checkpoint.save_params(run_dir, 0, params, cfg_dict)

@@ -117,10 +117,10 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> HFTokenizer:
         vocab_size=vocab_size, special_tokens=[EOS, PAD], show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer=trainer)
-    return _bpe(tok, f"bpe:{vocab_size}")
+    return trained_bpe(tok, f"bpe:{vocab_size}")
 
 
-def _bpe(tok, spec: str) -> HFTokenizer:
+def trained_bpe(tok, spec: str) -> HFTokenizer:
     return HFTokenizer(tok, "bpe", spec, tok.token_to_id(EOS), None, tok.token_to_id(PAD))
 
 

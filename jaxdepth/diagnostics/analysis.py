@@ -15,11 +15,12 @@ from jaxdepth.diagnostics.grad_persistence import (
     tau_over_training,
 )
 from jaxdepth.diagnostics.lens import lens_top_tokens, logit_lens
+from jaxdepth.diagnostics.pruning import layer_pruning
 from jaxdepth.diagnostics.removal import layer_removal
 
 REMOVAL_THRESHOLD = 0.01  # nats: removing the layer raises perplexity by less than ~1%
 LENS_TOLERANCE = 0.10  # "within 10% of the final loss"
-ANALYSIS_STAGES = 3
+ANALYSIS_STAGES = 4
 
 
 def last_third(depth: int) -> slice:
@@ -62,6 +63,8 @@ def analyze(params, mcfg, tokens, pad_id: int, *, records=(), step: int | None =
     tick("angular distance")
     rem = layer_removal(params, mcfg, tokens, pad_id)
     tick("layer removal")
+    prune = layer_pruning(params, mcfg, tokens, pad_id, ang.last_token, ang.block_influence)
+    tick("layer pruning")
     lens = logit_lens(params, mcfg, tokens, pad_id)
     tick("logit lens")
     out = {
@@ -78,6 +81,7 @@ def analyze(params, mcfg, tokens, pad_id: int, *, records=(), step: int | None =
         "logit_lens": {"loss": lens.loss.tolist(), "kl": lens.kl.tolist(),
                        "top1_agreement": lens.top1_agreement.tolist()},
         "effective_depth": effective_depth(rem.delta, lens.loss, threshold),
+        "pruning": prune.to_dict(),
     }
     if records:
         rec = record_at(list(records), step)

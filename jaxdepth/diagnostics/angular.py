@@ -5,7 +5,8 @@ ineffectiveness of the deeper layers", arXiv 2403.17887; ShortGPT's Block Influe
 Men et al. 2024, arXiv 2403.03853, is 1 - cos of the same pair; LNS, Sun et al. 2025,
 arXiv 2502.05795, plots it on the last token). Two conventions are reported: the
 last (non-pad) token of each sequence, as those papers do, and the mean over every
-non-pad token.
+non-pad token. ShortGPT's Block Influence (1 - mean cos of consecutive states over every
+non-pad token) comes out of the same pass.
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ def angular_distance(x, y, axis: int = -1):
                              jnp.linalg.norm(u + v, axis=axis)) / jnp.pi
 
 
+def one_minus_cos(x, y, axis: int = -1):
+    """`1 - cos(x, y)` along `axis`, the per-token term of ShortGPT's Block Influence
+    (Men et al. 2024, arXiv 2403.03853), as `2 sin^2(pi d / 2)` with d =
+    `angular_distance(x, y)` (the half-angle identity 1 - cos t = 2 sin^2(t / 2)): no
+    cancellation when cos is near 1, and a zero vector is orthogonal (1) as in
+    `angular_distance`."""
+    return 2.0 * jnp.square(jnp.sin(0.5 * jnp.pi * angular_distance(x, y, axis)))
+
+
 def last_token_index(mask_BT):
     """Index of the last counted (non-pad) position of each row, and whether the row has one."""
     T = mask_BT.shape[1]
@@ -53,6 +63,9 @@ class AngularDistances:
     all_tokens: np.ndarray
     n_sequences: int  # rows with at least one counted token
     n_tokens: int  # counted (non-pad) tokens
+    # (L,) ShortGPT's Block Influence of each layer, 1 - E[cos(h_l, h_{l+1})] over every
+    # counted token (arXiv 2403.03853): the mean of the cosine, not the cosine of the mean angle
+    block_influence: np.ndarray | None = None
 
 
 def pairwise_sums(h_XQW, weight_Q):
@@ -63,6 +76,15 @@ def pairwise_sums(h_XQW, weight_Q):
         lambda h_QW: jnp.sum(angular_distance(h_QW[None], h_XQW) * weight_Q[None], axis=-1), h_XQW)
 
 
+def consecutive_one_minus_cos_sums(h_XQW, weight_Q):
+    """(X, Q, W) -> (X - 1,): `[l] = sum_q weight_q (1 - cos(h_lq, h_{l+1,q}))`, the numerator
+    of ShortGPT's Block Influence (arXiv 2403.03853); one layer at a time (lax.map), like
+    `pairwise_sums`."""
+    return jax.lax.map(
+        lambda l: jnp.sum(one_minus_cos(h_XQW[l], h_XQW[l + 1]) * weight_Q),
+        jnp.arange(h_XQW.shape[0] - 1))
+
+
 @functools.partial(jax.jit, static_argnames=("mcfg", "pad_id"))
 def _angular_sums(params, mcfg, batches_CBS, pad_id: int):
     def per_batch(tokens_BS):
@@ -71,9 +93,11 @@ def _angular_sums(params, mcfg, batches_CBS, pad_id: int):
         X, B, T, W = h_XBTW.shape
         last_B, has_B = last_token_index(mask_BT)
         h_last_XBW = h_XBTW[:, jnp.arange(B), last_B]
+        h_XQW, mask_Q = h_XBTW.reshape(X, B * T, W), mask_BT.reshape(B * T)
         return dict(
             last=pairwise_sums(h_last_XBW, has_B.astype(jnp.float32)),
-            all=pairwise_sums(h_XBTW.reshape(X, B * T, W), mask_BT.reshape(B * T)),
+            all=pairwise_sums(h_XQW, mask_Q),
+            bi=consecutive_one_minus_cos_sums(h_XQW, mask_Q),
             n_seq=jnp.sum(has_B).astype(jnp.float32),
             n_tok=jnp.sum(mask_BT))
 
@@ -88,7 +112,8 @@ def angular_distances(params, mcfg, tokens, pad_id: int) -> AngularDistances:
     n_seq, n_tok = int(s["n_seq"]), int(s["n_tok"])
     return AngularDistances(last_token=np.asarray(s["last"]) / max(n_seq, 1),
                             all_tokens=np.asarray(s["all"]) / max(n_tok, 1),
-                            n_sequences=n_seq, n_tokens=n_tok)
+                            n_sequences=n_seq, n_tokens=n_tok,
+                            block_influence=np.asarray(s["bi"], np.float64) / max(n_tok, 1))
 
 
 def consecutive(d_XX: np.ndarray) -> np.ndarray:

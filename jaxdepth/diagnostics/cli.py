@@ -1,7 +1,7 @@
 """`jaxdepth analyze RUN_DIR [--step N] [--prompt TEXT] [--batches K]`: per-layer analysis of
-a trained run (angular distance, layer removal, logit lens, gradient persistence), written to
-RUN_DIR/analysis/ as analysis.json and PNGs; `--compare RUN_A RUN_B ...` also draws every
-run on one figure and prints the comparison table."""
+a trained run (angular distance, layer removal, block pruning, logit lens, gradient
+persistence), written to RUN_DIR/analysis/ as analysis.json and PNGs; `--compare RUN_A RUN_B
+...` also draws every run on one figure and prints the comparison table."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from jaxdepth.rundir import CONFIG
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directory (several with --compare)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="run directory (several with --compare), then optional data.key=value "
+                   "overrides of what it is measured on, e.g. data.source=corpus.jsonl")
     p.add_argument("--compare", action="store_true", help="analyse several runs and draw them on one figure")
     p.add_argument("--step", type=int, help="checkpoint step (default: the newest saved)")
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt for the per-layer top tokens")
@@ -28,6 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _check_args(args) -> None:
     from jaxdepth.errors import UserError
+
+    # `RUN_DIR data.source=X`: k=v arguments are data overrides, not run directories
+    args.overrides = [a for a in args.run_dirs if "=" in a and not Path(a).exists()]
+    args.run_dirs = [a for a in args.run_dirs if a not in args.overrides]
+    if not args.run_dirs:
+        raise UserError("no RUN_DIR given")
 
     if len(args.run_dirs) > 1 and not args.compare:
         raise UserError(f"{len(args.run_dirs)} run directories given; analyse one, or pass --compare")
@@ -74,6 +82,39 @@ def layer_table(a: dict) -> str:
     return table(rows, cols, specs, style="text", align={"layer": ">"})
 
 
+def _layer_ranges(layers) -> str:
+    """[3, 4, 5, 9] -> '3-5,9'; None (an undefined choice) -> '-'."""
+    if layers is None:
+        return "-"
+    runs: list[list[int]] = []
+    for l in layers:
+        if runs and l == runs[-1][1] + 1:
+            runs[-1][1] = l
+        else:
+            runs.append([l, l])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def pruning_table(a: dict) -> str:
+    """One line per block size n: Gromov et al.'s block [l*, l*+n) (arXiv 2403.17887), its
+    last-token angular distance and loss increase; ShortGPT's n layers of least Block
+    Influence (arXiv 2403.03853) and their loss increase."""
+    from jaxdepth.tables import table
+
+    p = a["pruning"]
+    g, s = p["gromov"], p["shortgpt"]
+    rows = [{"n": n, "gromov": "-" if l is None else f"[{l}, {l + n})", "d": d, "gromov_dL": gd,
+             "shortgpt": _layer_ranges(ls), "shortgpt_dL": sd}
+            for n, l, d, gd, ls, sd in zip(g["n"], g["start"], g["distance"], g["delta"],
+                                           s["layers"], s["delta"])]
+    cols = ["n", "gromov", "d", "gromov_dL", "shortgpt", "shortgpt_dL"]
+    heads = {"gromov": "gromov [l*,l*+n)", "d": "d(l*,l*+n)", "shortgpt": "shortgpt layers"}
+    specs = {"d": _cell(".4f"), "gromov_dL": _cell(".4f"), "shortgpt_dL": _cell(".4f"),
+             "gromov": str, "shortgpt": str}
+    return table(rows, cols, specs, style="text", headers=heads,
+                 align={"gromov": "<", "shortgpt": "<"})
+
+
 def summary(a: dict) -> str:
     e = a["effective_depth"]
     lines = [f"{a['label']}: scheme {a['scheme']}, depth {a['depth']}, step {a['step']}, "
@@ -81,6 +122,11 @@ def summary(a: dict) -> str:
              f"removable layers (removal costs < {e['removal_threshold']:g} nats): "
              f"{e['n_removable']}/{a['depth']} {e['removable_layers']}; first hidden state "
              f"with lens loss within {e['lens_tolerance']:.0%} of final: {e['first_lens_within_tolerance']}"]
+    if "pruning" in a and a["pruning"]["gromov"]["n"]:
+        lines += ["block pruning: loss increase dL (nats) without the n-layer block [l*, l*+n) "
+                  "of least last-token", "angular distance d (Gromov et al.), or without the n "
+                  "layers of least Block Influence (ShortGPT)"]
+        lines.append(pruning_table(a))
     if "grad_persistence" in a:
         fit = a["grad_persistence"]["fit"]["layer"]
         lines.append(f"gradient persistence at step {a['grad_persistence']['step']}: tau = "
@@ -121,12 +167,12 @@ def run(args) -> int:
 
     from jaxdepth.diagnostics import plots
     from jaxdepth.diagnostics.analysis import ANALYSIS_STAGES
-    from jaxdepth.diagnostics.run_analysis import analyze_run, checked_config
+    from jaxdepth.diagnostics.run_analysis import analyze_run, checked_config, data_config
     from jaxdepth.rundir import jsonable, write_json
 
     dirs = [Path(d) for d in args.run_dirs]
     for d in dirs:
-        checked_config(d, args.step)
+        data_config(checked_config(d, args.step)[1], args.overrides)
     bar = tqdm(total=ANALYSIS_STAGES * len(dirs), disable=args.no_progress, unit="stage",
                desc="analyze", dynamic_ncols=True, leave=False)
 
@@ -136,7 +182,8 @@ def run(args) -> int:
 
     try:
         runs = [analyze_run(d, step=args.step, batches=args.batches, prompt=args.prompt,
-                            threshold=args.threshold, progress=tick) for d in dirs]
+                            threshold=args.threshold, progress=tick,
+                            data_overrides=args.overrides) for d in dirs]
     finally:
         bar.close()
     for a in runs:

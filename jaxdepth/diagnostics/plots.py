@@ -47,6 +47,52 @@ def removal_bars(a: dict, path: Path) -> Path:
     return figures.save(fig, path)
 
 
+def pruning_curves(a: dict, path: Path) -> Path:
+    """Loss increase when n layers are pruned, n = 1 .. L // 2, by Gromov et al.'s block of
+    least last-token angular distance (arXiv 2403.17887) and by ShortGPT's n layers of least
+    Block Influence (arXiv 2403.03853); and the Block Influence of each layer."""
+    p = a["pruning"]
+    thr = a["effective_depth"]["removal_threshold"]
+    g, s = p["gromov"], p["shortgpt"]
+    n = np.asarray(g["n"], int)
+    fig, axes = figures.panels(2, 5.5, 4)
+    ax = axes[0]
+    if len(n):
+        g_delta = np.asarray(g["delta"], float)  # None (undefined) -> NaN
+        s_delta = np.asarray(s["delta"], float)
+        ax.plot(n, g_delta, "o-", label="Gromov et al.: block of least d(h_l, h_l+n)")
+        ax.plot(n, s_delta, "s--", label="ShortGPT: n layers of least BI")
+        if len(n) <= 8:
+            for x, l, y in zip(n, g["start"], g_delta):
+                if l is not None and np.isfinite(y):
+                    ax.annotate(f"[{l},{l + x})", (x, y), textcoords="offset points",
+                                xytext=(4, 4), fontsize=7, color="tab:blue")
+        finite = np.concatenate([g_delta, s_delta])
+        finite = finite[np.isfinite(finite)]
+        _symlog_from_zero(ax, finite if finite.size else np.zeros(1), thr)
+        ax.axhline(thr, color="tab:red", ls=":", lw=1, label=f"{thr:g} nats")
+        ax.set_xticks(n)
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, f"depth {a['depth']}: no block of n <= L/2 layers", ha="center",
+                va="center", transform=ax.transAxes)
+    ax.set_xlabel("layers pruned n")
+    ax.set_ylabel("validation loss increase (nats, symlog)")
+    ax.set_title(f"block pruning, base loss {p['base_loss']:.3f}", fontsize=10)
+    ax = axes[1]
+    bi = np.asarray(p["block_influence"], float)
+    pruned = set(s["layers"][-1] or ()) if s["layers"] else set()
+    colors = ["tab:gray" if l in pruned else "tab:blue" for l in range(len(bi))]
+    ax.bar(np.arange(len(bi)), bi, color=colors)
+    if np.all(bi[np.isfinite(bi)] > 0) and np.any(np.isfinite(bi)):
+        ax.set_yscale("log")
+    ax.set_xlabel("layer l")
+    ax.set_ylabel("Block Influence 1 - E[cos(h_l, h_l+1)]")
+    ax.set_title(f"gray: ShortGPT's {len(pruned)} layers of least BI", fontsize=10)
+    fig.suptitle(_title(a))
+    return figures.save(fig, path)
+
+
 def _symlog_from_zero(ax, values, linthresh: float) -> None:
     """Symlog y so that small costs stay visible beside the first layer's large one; the
     axis starts at 0 unless some value is negative."""
@@ -145,6 +191,8 @@ def all_figures(a: dict, out_dir: Path) -> list[Path]:
     paths = [angular_heatmap(a, out_dir / "angular_distance.png"),
              removal_bars(a, out_dir / "layer_removal.png"),
              lens_curves([a], out_dir / "logit_lens.png")]
+    if "pruning" in a:
+        paths.append(pruning_curves(a, out_dir / "pruning.png"))
     if "grad_persistence" in a:
         paths.append(grad_persistence(a, out_dir / "grad_persistence.png"))
     return paths

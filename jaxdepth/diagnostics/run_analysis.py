@@ -17,6 +17,7 @@ from jaxdepth.rundir import (
     read_config,
     read_json,
     read_metrics,
+    read_status,
     run_changes,
     write_json,
 )
@@ -40,37 +41,61 @@ def checked_config(run_dir: Path, step: int | None) -> tuple[int, dict]:
     return s, ckpt_cfg
 
 
-def restore_run(run_dir: Path, step: int | None):
-    """Restore a run's checkpoint: (RunConfig, resolved ModelConfig, params, step, corpus),
+def data_config(ckpt_cfg: dict, data_overrides=()):
+    """The run's config with `data.*` overrides (the text an analysis measures on: source,
+    seq_len, batch_size, ...); a UserError for any other key, before anything is read."""
+    from jaxdepth.config import RunConfig, apply_overrides, check_paths, from_dict, validate
+
+    bad = [o for o in data_overrides if not o.split("=", 1)[0].strip().startswith("data.")]
+    if bad:
+        raise UserError(f"override '{bad[0]}': an analysis may change only data.* keys (what it "
+                        "measures on), not the model or its training")
+    cfg = from_dict(RunConfig, apply_overrides(ckpt_cfg, list(data_overrides)))
+    return check_paths(validate(cfg)) if data_overrides else validate(cfg)
+
+
+def restore_model(run_dir: Path, step: int | None = None, data_overrides=()):
+    """A run's params without its corpus: (RunConfig, resolved ModelConfig, params, step),
     resharded onto a data-parallel mesh of this machine's devices (the run's own mesh may not
-    fit here); UserErrors as `checked_config`, before any compile."""
+    fit here). Only the params are read, so an imported model (`jaxdepth import`, no
+    optimiser state) restores as a trained run does; the vocabulary is the one training
+    resolved (status.json). `data_overrides` (`data.source=...`) change what it will be
+    measured on. UserErrors as `checked_config`, before any compile."""
     import jax
 
     from jaxdepth import checkpoint
-    from jaxdepth.config import RunConfig, from_dict, validate
-    from jaxdepth.data.pipeline import load_corpus
     from jaxdepth.train.build import build, resolve_model
 
     s, ckpt_cfg = checked_config(run_dir, step)
-    cfg = validate(from_dict(RunConfig, ckpt_cfg))
-    corpus = load_corpus(cfg.data)
-    tok = corpus.tokenizer
-    mcfg = resolve_model(cfg.model, tok.vocab_size)
+    cfg = data_config(ckpt_cfg, data_overrides)
+    vocab = read_status(run_dir).get("vocab_size")
+    if not (vocab or cfg.model.vocab_size):
+        raise UserError(f"'{run_dir}' has no vocab_size in its status.json; was it written by "
+                        "`jaxdepth train` or `jaxdepth import`?")
+    mcfg = resolve_model(cfg.model, vocab or cfg.model.vocab_size)
     pcfg = dataclasses.replace(cfg.parallel, data=-1, fsdp=1, tensor=1)
-    b = build(mcfg, cfg.train, pcfg, cfg.data.seq_len, tok.pad_id)
-    abstract = checkpoint.abstract_like(jax.eval_shape(b.init_state, jax.random.key(0)),
-                                        b.state_shardings)
-    mngr = checkpoint.manager(run_dir, read_only=True)
-    try:
-        _, state, _ = checkpoint.restore(mngr, abstract, step=s)
-    finally:
-        mngr.close()
-    return cfg, mcfg, state.params, s, corpus
+    b = build(mcfg, cfg.train, pcfg, cfg.data.seq_len, -1)
+    abstract = checkpoint.abstract_like(jax.eval_shape(b.init_state, jax.random.key(0)).params,
+                                        b.state_shardings.params)
+    return cfg, mcfg, checkpoint.restore_params(run_dir, abstract, s), s
+
+
+def restore_run(run_dir: Path, step: int | None, data_overrides=()):
+    """`restore_model` and the corpus it is measured on: (RunConfig, ModelConfig, params,
+    step, corpus)."""
+    from jaxdepth.data.pipeline import load_corpus
+
+    cfg, mcfg, params, s = restore_model(run_dir, step, data_overrides)
+    corpus = load_corpus(cfg.data)
+    if corpus.tokenizer.vocab_size > mcfg.vocab_size:
+        raise UserError(f"data.tokenizer '{cfg.data.tokenizer}' has {corpus.tokenizer.vocab_size} "
+                        f"tokens, more than the model's {mcfg.vocab_size}")
+    return cfg, mcfg, params, s, corpus
 
 
 def analyze_run(run_dir: Path, *, step: int | None = None, batches: int | None = None,
                 prompt: str = DEFAULT_PROMPT, threshold: float | None = None,
-                progress=None, figures: bool = True) -> dict:
+                progress=None, figures: bool = True, data_overrides=()) -> dict:
     """Restore the checkpoint at `step` (default: the newest), measure it on `batches`
     held-out batches (default: the run's train.eval_batches), write
     RUN_DIR/analysis/analysis.json (and its figures); returns the analysis."""
@@ -79,7 +104,7 @@ def analyze_run(run_dir: Path, *, step: int | None = None, batches: int | None =
     from jaxdepth.diagnostics.analysis import REMOVAL_THRESHOLD, analyze
 
     run_dir = Path(run_dir)
-    cfg, mcfg, params, s, corpus = restore_run(run_dir, step)
+    cfg, mcfg, params, s, corpus = restore_run(run_dir, step, data_overrides)
     tok = corpus.tokenizer
     requested = batches or cfg.train.eval_batches
     tokens = val_batches(corpus, cfg.data, requested)
@@ -88,7 +113,8 @@ def analyze_run(run_dir: Path, *, step: int | None = None, batches: int | None =
                 progress=progress,
                 threshold=REMOVAL_THRESHOLD if threshold is None else threshold)
     a.update(label=run_dir.name, run_dir=str(run_dir), prompt=prompt,
-             n_batches=int(tokens.shape[0]), requested_batches=requested)
+             n_batches=int(tokens.shape[0]), requested_batches=requested,
+             data_overrides=list(data_overrides))
     path = run_dir / ANALYSIS
     path.parent.mkdir(exist_ok=True)
     write_json(path, jsonable(a), indent=1)
@@ -110,6 +136,7 @@ def cached_analysis(run_dir: Path) -> dict:
     a = read_json(run_dir / ANALYSIS)
     if (a is not None and a.get("step") == step
             and a.get("requested_batches") == cfg["train"]["eval_batches"]
+            and not a.get("data_overrides")
             and a.get("effective_depth", {}).get("removal_threshold") == REMOVAL_THRESHOLD):
         return a
     return jsonable(analyze_run(run_dir, figures=False))

@@ -99,7 +99,7 @@ class Transformer(nn.Module):
         cfg = self.cfg
         x_BTW = self.embed(tokens_BT)
         if self.pos_embed is not None:
-            x_BTW = x_BTW + self.pos_embed(jnp.arange(tokens_BT.shape[-1]))
+            x_BTW = x_BTW + self.pos_embed(jnp.arange(tokens_BT.shape[-1]))[None]
         x_BTW = shard_batch(x_BTW)
         if (mult := P.input_multiplier(cfg)) != 1.0:  # muP's optional input multiplier
             x_BTW = x_BTW * mult
