@@ -97,7 +97,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     # a directory made by `jaxdepth prepare`, or a raw source prepared into cache_dir on first
-    # use: stdlib (the embedded corpus), a text file, a directory, .jsonl(.gz/.zst), .parquet
+    # use: stdlib (the embedded corpus), pydoc (embedded English prose), a text file, a
+    # directory, .jsonl(.gz/.zst), .parquet
     source: str = "stdlib"
     text_field: str = "text"  # JSONL / Parquet / datasets field holding the document text
     tokenizer: str = "byte"  # byte | bpe | bpe:<vocab> | path to a tokenizer.json or its dir
@@ -347,9 +348,11 @@ def check_paths(cfg: RunConfig) -> RunConfig:
     if t.init_from and not has_checkpoint(t.init_from):
         raise UserError(f"train.init_from '{t.init_from}' is not a run dir with a checkpoint "
                         f"(expected {t.init_from}/checkpoints/<step>)")
-    if d.source != "stdlib" and not Path(d.source).expanduser().exists():
+    from jaxdepth.data.sources import EMBEDDED
+
+    if d.source not in EMBEDDED and not Path(d.source).expanduser().exists():
         raise UserError(
-            f"data.source '{d.source}' does not exist; give 'stdlib' (the embedded corpus), a "
+            f"data.source '{d.source}' does not exist; give 'stdlib' or 'pydoc' (embedded), a "
             "directory made by `jaxdepth prepare`, a text file, a directory of text files, or a "
             ".jsonl / .parquet file")
     from jaxdepth.data.tokenizers import parse_spec

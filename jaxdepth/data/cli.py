@@ -9,7 +9,7 @@ from jaxdepth.data.sources import UTF8_MODES
 
 def add_arguments(p) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE",
-                   help="'stdlib', text files, directories, .jsonl[.gz|.zst|.bz2|.xz], .parquet, "
+                   help="'stdlib' or 'pydoc' (embedded), text files, directories, .jsonl[.gz|.zst|.bz2|.xz], .parquet, "
                         "datasets saved with save_to_disk; globs allowed (quote them)")
     p.add_argument("--out", required=True, help="directory for the shards and manifest.json")
     p.add_argument("--tokenizer", default="byte",

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from jaxdepth.data import shards
 from jaxdepth.data.sources import (
+    EMBEDDED,
     TextStats,
     expand_sources,
     is_validation,
@@ -165,7 +166,7 @@ def _existing(out: Path, job_id: str, overwrite: bool) -> dict | None:
 def _check_out(out: Path, sources: list[str]) -> None:
     """The shards must not land among the documents they are made from."""
     for src in sources:
-        p = Path(src).expanduser().resolve() if src != "stdlib" else None
+        p = Path(src).expanduser().resolve() if src not in EMBEDDED else None
         if p is not None and (out == p or p in out.parents or out in p.parents):
             raise UserError(f"--out '{out}' overlaps the source '{src}'; write the shards "
                             "outside every source")

@@ -1,7 +1,7 @@
 """Where text comes from: documents as (key, text) pairs, split by document.
 
 A source is 'stdlib' (the embedded default corpus: the Python standard library's `.py` files),
-a file, a directory or a Hugging Face `save_to_disk` dataset; `expand_sources` globs specs into
+'pydoc' (embedded English prose: the Python reference manual's help topics), a file, a directory or a Hugging Face `save_to_disk` dataset; `expand_sources` globs specs into
 sources, `iter_docs` streams one source's documents. A file's format is its name's suffix once
 a compression suffix is stripped, one entry each in `FORMATS` (JSONL: a document per line;
 Parquet: per row); other files are text: a document per paragraph, or per file in a directory
@@ -171,6 +171,19 @@ def stdlib_docs(stats: TextStats | None = None) -> Iterator[Doc]:
         except (UnicodeDecodeError, OSError):
             if stats is not None:
                 stats.skipped_files += 1
+
+
+def pydoc_docs(stats: TextStats | None = None) -> Iterator[Doc]:
+    """English prose that ships with Python: the reference manual's help topics
+    (`pydoc_data.topics`, what `help("assignment")` prints), a document per topic, sorted."""
+    from pydoc_data.topics import topics
+
+    for name in sorted(topics):
+        yield f"pydoc:{name}", topics[name]
+
+
+# the corpora that ship with Python, by name: no file to read, nothing to download
+EMBEDDED = {"stdlib": stdlib_docs, "pydoc": pydoc_docs}
 
 
 def paragraph_docs(path: Path, key: str, r: _Read) -> Iterator[Doc]:
@@ -362,8 +375,8 @@ def expand_sources(specs: Sequence[str]) -> list[str]:
     out, seen = [], set()
     for spec in specs:
         p = os.path.expanduser(spec)
-        if spec == "stdlib" or os.path.exists(p):
-            found = [spec if spec == "stdlib" else p]
+        if spec in EMBEDDED or os.path.exists(p):
+            found = [spec if spec in EMBEDDED else p]
         elif any(c in p for c in "*?["):
             found = sorted(glob(p, recursive=True))
             if not found:
@@ -371,7 +384,7 @@ def expand_sources(specs: Sequence[str]) -> list[str]:
         else:
             raise UserError(f"data.source '{spec}' does not exist")
         for s in found:
-            real = s if s == "stdlib" else os.path.realpath(s)
+            real = s if s in EMBEDDED else os.path.realpath(s)
             if real not in seen:
                 seen.add(real)
                 out.append(s)
@@ -385,8 +398,8 @@ def iter_docs(source: str, text_field: str = "text", utf8: str = "replace",
     if utf8 not in UTF8_MODES:
         raise UserError(f"utf8 mode '{utf8}' is not one of: {', '.join(UTF8_MODES)}")
     r = _Read(text_field, utf8, stats if stats is not None else TextStats())
-    if source == "stdlib":
-        return ((k, t) for k, t in stdlib_docs(r.stats) if _has_text(t))
+    if source in EMBEDDED:
+        return ((k, t) for k, t in EMBEDDED[source](r.stats) if _has_text(t))
     path = Path(source).expanduser()
     if not path.exists():
         raise UserError(f"data.source '{source}' does not exist")
@@ -398,8 +411,8 @@ def iter_docs(source: str, text_field: str = "text", utf8: str = "replace",
 def source_fingerprint(source: str) -> str:
     """What identifies a source's contents for caching: the Python version for the
     embedded corpus, else path, size and mtime of every file."""
-    if source == "stdlib":
-        return f"stdlib-{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+    if source in EMBEDDED:
+        return f"{source}-{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
     path = Path(source).expanduser().resolve()
     files = sorted(path.rglob("*")) if path.is_dir() else [path]
     if path.is_dir():  # what dir_docs reads: hidden files and folders (.git) do not count

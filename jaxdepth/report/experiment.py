@@ -29,7 +29,10 @@ from jaxdepth.rundir import read_json, write_json
 from jaxdepth.sweep.claim import check_claims_supported
 
 EXPERIMENTS = ("stacking_failure", "curse_of_depth", "depth_delusion", "gradient_persistence",
-               "stabilizers_vs_dcrit", "lr_transfer")
+               "stabilizers_vs_dcrit", "lr_transfer", "pretrained_depth", "layerwise_finetune")
+# experiments that are not a sweep: their module's `run_experiment(out, size, overrides,
+# progress)` does the work (on process 0) and `plan_text(size, overrides)` describes it
+PROCEDURES = ("pretrained_depth", "layerwise_finetune")
 TITLES = {
     "stacking_failure": "Stacking failure: chains and the naive stack at init",
     "curse_of_depth": "The Curse of Depth (arXiv 2502.05795): Pre-LN, LNS, Post-LN, Mix-LN, DeepNorm",
@@ -38,6 +41,10 @@ TITLES = {
     "stabilizers_vs_dcrit": "Do stabilisers move D_crit? (open question of arXiv 2601.20994)",
     "lr_transfer": "Learning-rate transfer across width and depth: sp, muP (arXiv 2203.03466), "
                    "CompleteP (arXiv 2505.01618)",
+    "pretrained_depth": "Depth in a pretrained model: near-identity layers and block pruning "
+                        "(arXiv 2502.05795, 2403.17887, 2403.03853)",
+    "layerwise_finetune": "Fine-tuning only later layers: gain on a new corpus against what "
+                          "is forgotten",
 }
 
 
@@ -107,7 +114,7 @@ def experiment_spec(name: str, size: str, overrides=()):
 
 
 def plan(name: str, size: str, out: Path, spec=None, calibrate: bool = True,
-         target: dict | None = None) -> str:
+         target: dict | None = None, overrides=()) -> str:
     """The plan text (runs, sizes, FLOPs, estimated wall time) of one experiment; `spec`:
     its SweepSpec (default: the experiment's, without overrides)."""
     if name == "stacking_failure":
@@ -116,6 +123,8 @@ def plan(name: str, size: str, out: Path, spec=None, calibrate: bool = True,
         ms = models(size)
         return (f"{len(ms)} models propagated at init (one forward + JVP each), nothing "
                 "trained: " + ", ".join(f"{lab} d{m.depth}" for lab, m in ms))
+    if name in PROCEDURES:
+        return importlib.import_module(f"jaxdepth.report.{name}").plan_text(size, overrides)
     from jaxdepth.sweep import expand
     from jaxdepth.sweep.plan import format_plan, plan_rows
 
@@ -136,7 +145,7 @@ def write_report(out: Path) -> Path:
             f"Size: `{meta['size']}`; command: `{command}`. "
             f"Wall time of the last invocation: {meta.get('wall_time_s', float('nan')):.0f} s.", ""]
     rows = None
-    if name != "stacking_failure":  # the others read their runs' results rows
+    if name != "stacking_failure" and name not in PROCEDURES:  # sweeps: their results rows
         from jaxdepth.report.rows import flat_rows, summary_line
         from jaxdepth.sweep import results_table
 
@@ -185,13 +194,15 @@ def run(args) -> int:
         if args.overrides:
             raise UserError("stacking_failure trains nothing (signal propagation at init) and "
                             "takes no overrides; `jaxdepth signal` propagates other shapes")
+    elif name in PROCEDURES:
+        importlib.import_module(f"jaxdepth.report.{name}").parse_overrides(args.overrides)
     else:
         raw, spec = experiment_spec(name, size, args.overrides)
     if args.plan:
         from jaxdepth.sweep.plan import target_from_args
 
         print(plan(name, size, out, spec, calibrate=not args.no_calibrate,
-                   target=target_from_args(args)))
+                   target=target_from_args(args), overrides=args.overrides))
         return 0
     if spec is not None:
         from jaxdepth.sweep import expand
@@ -209,7 +220,11 @@ def run(args) -> int:
     if lead:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "experiment.json", meta, indent=1)
-    if spec is None:
+    if name in PROCEDURES:
+        if lead:
+            importlib.import_module(f"jaxdepth.report.{name}").run_experiment(
+                out, size, args.overrides, progress=not args.no_progress)
+    elif spec is None:
         if lead:  # a few forward passes at init: one process does them
             from jaxdepth.report.stacking_failure import run_signal
 
