@@ -216,3 +216,9 @@ def test_bad_input_is_one_line_before_any_weight(hf_dirs, tmp_path, capsys):
     import_model(hf_dirs["gpt2"][0], out, progress=False)
     assert "already holds a run" in _error(capsys, ["import", str(hf_dirs["gpt2"][0]),
                                                     "--out", str(out)])
+    from jaxdepth.config import RunConfig, from_dict
+    from jaxdepth.rundir import read_config
+    from jaxdepth.train.loop import train
+
+    with pytest.raises(UserError, match="imported model .* train.init_from="):
+        train(from_dict(RunConfig, read_config(out)), out, progress=False)

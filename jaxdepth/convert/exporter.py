@@ -81,27 +81,14 @@ def byte_tokenizer_json() -> str:
     and <|pad|> = 257 (`jaxdepth.data.tokenizers.ByteTokenizer`)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-    from jaxdepth.data.tokenizers import EOS, PAD
+    from jaxdepth.data.tokenizers import EOS, PAD, bytes_to_unicode
 
-    alphabet = _bytes_to_unicode()
+    alphabet = bytes_to_unicode()
     tok = Tokenizer(models.BPE(vocab={alphabet[b]: b for b in range(256)}, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(EOS, special=True), AddedToken(PAD, special=True)])
     return tok.to_str()
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character table (openai/gpt-2, encoder.py)."""
-    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-          + list(range(ord("®"), ord("ÿ") + 1)))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
 
 
 def _tokenizer_files(run_dir: Path, tok, seq_len: int) -> dict[str, str]:

@@ -21,6 +21,7 @@ import json
 import gguf
 import numpy as np
 
+from jaxdepth.data.tokenizers import bytes_to_unicode
 from jaxdepth.errors import UserError
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
@@ -177,7 +178,7 @@ class GGUFCheckpoint:
                             "supported; only byte-level BPE ('gpt2') vocabularies can be imported")
         tokens = self._field("tokenizer.ggml.tokens")
         types = self._field("tokenizer.ggml.token_type", [])
-        spelling = _bytes_to_unicode()
+        spelling = bytes_to_unicode()
         alphabet = set(spelling.values())  # byte-level tokens are spelled in it; respell others
         vocab = {t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode()): i
                  for i, t in enumerate(tokens)}
@@ -206,10 +207,3 @@ class GGUFCheckpoint:
         return {"tokenizer.json": tok.to_str().encode(),
                 "tokenizer_config.json": json.dumps(config, indent=2).encode()}
 
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character table, the alphabet byte-level BPE tokens are spelled in."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-            *range(ord("®"), ord("ÿ") + 1)]
-    extra = [b for b in range(256) if b not in keep]
-    return {**{b: chr(b) for b in keep}, **{b: chr(256 + n) for n, b in enumerate(extra)}}

@@ -38,6 +38,15 @@ SIDE_FILES = (("tokenizer_config.json", "_token"), ("special_tokens_map.json", "
               ("generation_config.json", "_token_id"), ("config.json", "_token_id"))
 
 
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character table, the alphabet byte-level BPE
+    tokens are spelled in (openai/gpt-2, encoder.py `bytes_to_unicode`)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+            *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in keep]
+    return {**{b: chr(b) for b in keep}, **{b: chr(256 + n) for n, b in enumerate(extra)}}
+
+
 def _sha16(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 

@@ -75,6 +75,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
     run_dir = rundir.path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_dict = to_dict(cfg)
+    if read_status(run_dir).get("status") == "imported":
+        raise UserError(f"'{run_dir}' holds an imported model (params only, no optimiser "
+                        "state); fine-tune it into a new run directory with "
+                        f"train.init_from={run_dir}")
     check_same_run(run_dir, cfg_dict)
     t_cfg, d_cfg = cfg.train, cfg.data
     status = read_status(run_dir)
