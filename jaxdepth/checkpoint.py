@@ -37,13 +37,27 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_iter, config: dict)
 
 
 def save_params(run_dir, step: int, params, config: dict) -> None:
-    """A checkpoint holding only `state.params` (numpy or jax arrays) and the config: an
-    imported model (`jaxdepth import`), which has no optimiser or data state. Every tool
-    that reads params (`restore_params`: analysis, `train.init_from`, export) reads it."""
-    mngr = manager(run_dir, keep=1)
+    """A checkpoint holding only `state.params` (numpy arrays) and the config: an imported
+    model (`jaxdepth import`), which has no optimiser or data state. Every tool that reads
+    params (`restore_params`: analysis, `train.init_from`, export) reads it.
+
+    Written without a second copy of the weights in memory: Orbax's numpy handler would
+    deep-copy every array before its background write, and zstd compression holds the
+    compressed chunks until a data file fills (together 3x the weights at 1B parameters,
+    `benchmarks/bench_import.py`); the save here waits for the write, so neither is needed."""
+    import numpy as np
+
+    registry = ocp.type_handlers.create_type_handler_registry(
+        (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False)))
+    mngr = ocp.CheckpointManager(
+        rundir.checkpoint_dir(run_dir), options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, enable_async_checkpointing=False),
+        item_handlers={"state": ocp.PyTreeCheckpointHandler(
+            use_compression=False, type_handler_registry=registry),
+            "config": ocp.JsonCheckpointHandler()})
     try:
         mngr.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave({"params": params}), config=ocp.args.JsonSave(config)),
+            state=ocp.args.PyTreeSave({"params": params}), config=ocp.args.JsonSave(config)),
             force=True)
         mngr.wait_until_finished()
     finally:

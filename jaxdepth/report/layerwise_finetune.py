@@ -71,8 +71,8 @@ def source_run(out: Path, size: str, source: str | None, progress: bool) -> Path
     """The run directory fine-tuning starts from: the given one, an import of the given
     checkpoint or of SmolLM2 (paper), or a source trained here on corpus A."""
     from jaxdepth.config import RunConfig, from_dict, validate
-    from jaxdepth.convert.importer import import_model
-    from jaxdepth.report.pretrained_depth import is_run_dir, smollm2_path
+    from jaxdepth.convert.importer import import_model, smollm2_path
+    from jaxdepth.report.pretrained_depth import is_run_dir
     from jaxdepth.train.loop import train
 
     p = SIZES[size]

