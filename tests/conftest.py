@@ -9,6 +9,14 @@ import os
 from pathlib import Path
 
 os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"  # before jax is imported, for subprocesses too
+# One persistent compilation cache for the session, fresh each session (subprocesses inherit
+# it): the suite is compile-bound, and many tests (and every process of a multi-process test)
+# compile the same programs; a cached executable is the one XLA built, so nothing changes.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxdepth-tests-xla-")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -29,7 +29,7 @@ def test_layerwise_finetune_and_pretrained_depth_tiny(tmp_path, capsys):
     assert main(["experiment", "layerwise_finetune", "--size", "tiny", "--out", str(out),
                  "--no-progress"]) == 0
     r = json.loads((out / "layerwise_finetune.json").read_text())
-    assert set(r["variants"]) == {"all", "last_1", "last_2", "lr_decay"}
+    assert set(r["variants"]) == {"all", "last_1", "lr_decay"}
     for v in r["variants"].values():
         assert v["status"] == "done" and [c["step"] for c in v["curve"]] == [0, 3, 6]
     frozen = r["variants"]["last_1"]
@@ -43,7 +43,7 @@ def test_layerwise_finetune_and_pretrained_depth_tiny(tmp_path, capsys):
     md = (pd / "report.md").read_text()
     assert "near-identity" in md and "Against the Curse of Depth" in md
     a = json.loads((out / "source" / "analysis" / "analysis.json").read_text())
-    assert len(a["pruning"]["gromov"]["n"]) == 2  # n = 1 .. L/2 of a depth-4 source
+    assert len(a["pruning"]["gromov"]["n"]) == 1  # n = 1 .. L/2 of a depth-2 source
     assert "data.source=pydoc" in a["data_overrides"]
     capsys.readouterr()
     assert main(["experiment", "pretrained_depth", "model.depth=3"]) == 2

@@ -30,7 +30,7 @@ from jaxdepth.tables import table
 _TINY_TRAIN = dict(steps=20, lr=3e-3, warmup_steps=2, log_every=5, eval_every=0,
                    eval_batches=1, ckpt_every=20)
 SIZES = {
-    "tiny": dict(source=dict(model=dict(depth=4, width=32, heads=2),
+    "tiny": dict(source=dict(model=dict(depth=2, width=32, heads=2),
                              data=dict(source="stdlib", seq_len=32, batch_size=8),
                              train=_TINY_TRAIN),
                  corpus_a="stdlib", corpus_b="pydoc", seq_len=32, batch_size=8, steps=6,
