@@ -103,9 +103,12 @@ def _tokenizer_files(run_dir: Path, tok, seq_len: int) -> dict[str, str]:
     inv = {v: k for k, v in (vocab.get("model", {}).get("vocab") or {}).items()} if isinstance(
         vocab.get("model", {}).get("vocab"), dict) else {}
     name = lambda i: None if i is None or i < 0 else names.get(i, inv.get(i))  # noqa: E731
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": seq_len,
-              "eos_token": name(tok.eos_id), "bos_token": name(tok.bos_id),
-              "pad_token": name(tok.pad_id), "add_bos_token": tok.bos_id is not None}
+    # an imported run's own tokenizer_config.json (its chat template, ...) carries over
+    own = run_dir / "tokenizer_config.json"
+    config = json.loads(own.read_text(encoding="utf-8")) if own.is_file() else {}
+    config |= {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": seq_len,
+               "eos_token": name(tok.eos_id), "bos_token": name(tok.bos_id),
+               "pad_token": name(tok.pad_id), "add_bos_token": tok.bos_id is not None}
     return {"tokenizer.json": text,
             "tokenizer_config.json": json.dumps({k: v for k, v in config.items()
                                                  if v is not None}, indent=1)}
