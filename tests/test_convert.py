@@ -222,3 +222,6 @@ def test_bad_input_is_one_line_before_any_weight(hf_dirs, tmp_path, capsys):
 
     with pytest.raises(UserError, match="imported model .* train.init_from="):
         train(from_dict(RunConfig, read_config(out)), out, progress=False)
+    err = _error(capsys, ["analyze", str(out), "model.depth=2", "--no-progress"])
+    assert "only data.* keys" in err
+    assert "does not exist" in _error(capsys, ["analyze", str(out), "data.source=/no/such"])
