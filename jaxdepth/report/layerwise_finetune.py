@@ -55,19 +55,40 @@ def variants(L: int) -> dict[str, dict]:
     return out
 
 
-def parse_overrides(overrides) -> str | None:
-    """source=PATH, or None; nothing else is taken."""
-    source = None
+# the fine-tuning recipe's keys an override may set (`steps=40 every=10 ...`)
+RECIPE_KEYS = {"steps": int, "every": int, "lr": float, "seq_len": int, "batch_size": int,
+               "eval_batches": int}
+
+
+def recipe(size: str, overrides=()) -> tuple[str | None, dict]:
+    """(source=PATH or None, the size's recipe with `key=value` overrides of RECIPE_KEYS);
+    anything else is a UserError."""
+    p, source = dict(SIZES[size]), None
     for item in overrides:
-        key, _, value = item.partition("=")
-        if key.strip() != "source":
-            raise UserError(f"override '{item}': layerwise_finetune takes only source=PATH (a "
-                            "run directory, HF directory or GGUF file to start from)")
-        source = value
-    return source
+        key, _, value = (x.strip() for x in item.partition("="))
+        if key == "source":
+            source = value
+        elif key in RECIPE_KEYS:
+            try:
+                p[key] = RECIPE_KEYS[key](value)
+            except ValueError:
+                raise UserError(f"override '{item}': {key} must be a number") from None
+        else:
+            raise UserError(f"override '{item}': layerwise_finetune takes source=PATH (a run "
+                            "directory, HF directory or GGUF file to start from) and "
+                            f"{', '.join(RECIPE_KEYS)}")
+    if p["steps"] < 1 or p["every"] < 1 or p["steps"] % p["every"]:
+        raise UserError(f"steps ({p['steps']}) must be a positive multiple of every "
+                        f"({p['every']}), the evaluation interval")
+    return source, p
 
 
-def source_run(out: Path, size: str, source: str | None, progress: bool) -> Path:
+def parse_overrides(overrides) -> str | None:
+    """The overrides checked (`recipe`); the source=PATH they name, or None."""
+    return recipe("tiny", overrides)[0]
+
+
+def source_run(out: Path, p: dict, source: str | None, progress: bool) -> Path:
     """The run directory fine-tuning starts from: the given one, an import of the given
     checkpoint or of SmolLM2 (paper), or a source trained here on corpus A."""
     from jaxdepth.config import RunConfig, from_dict, validate
@@ -75,7 +96,6 @@ def source_run(out: Path, size: str, source: str | None, progress: bool) -> Path
     from jaxdepth.report.pretrained_depth import is_run_dir
     from jaxdepth.train.loop import train
 
-    p = SIZES[size]
     given = Path(source).expanduser() if source else None
     if given is not None and is_run_dir(given):
         return given
@@ -91,12 +111,11 @@ def source_run(out: Path, size: str, source: str | None, progress: bool) -> Path
     return run_dir
 
 
-def finetune_config(src_cfg, size: str, src_dir: Path, train_keys: dict):
-    """The fine-tuning run: the source's model and tokenizer, corpus B, the size's recipe."""
+def finetune_config(src_cfg, p: dict, src_dir: Path, train_keys: dict):
+    """The fine-tuning run: the source's model and tokenizer, corpus B, the recipe `p`."""
     from jaxdepth.config import replace
     from jaxdepth.data.tokenizers import parse_spec
 
-    p = SIZES[size]
     if parse_spec(src_cfg.data.tokenizer)[0] == "bpe":
         raise UserError("the source trained its own BPE, which corpus B would retrain; start "
                         "from a byte-token or pretrained-tokenizer source")
@@ -147,12 +166,12 @@ def run_experiment(out: Path, size: str, overrides=(), progress: bool = True) ->
     from jaxdepth.diagnostics.run_analysis import restore_model
     from jaxdepth.train.loop import train
 
-    p = SIZES[size]
-    src = source_run(out, size, parse_overrides(overrides), progress)
+    source, p = recipe(size, overrides)
+    src = source_run(out, p, source, progress)
     src_cfg = from_dict(RunConfig, read_json(src / "config.json"))
     _, mcfg, src_params, _ = restore_model(src)
     L = mcfg.depth
-    tok_cfg = finetune_config(src_cfg, size, src, {}).data
+    tok_cfg = finetune_config(src_cfg, p, src, {}).data
     evals = {}
     for name in ("a", "b"):
         dcfg = dataclasses.replace(tok_cfg, source=p[f"corpus_{name}"])
@@ -162,11 +181,12 @@ def run_experiment(out: Path, size: str, overrides=(), progress: bool = True) ->
     start = loss(src_params)
     results = {"size": size, "source": str(src), "depth": L, "corpus_a": p["corpus_a"],
                "corpus_b": p["corpus_b"], "steps": p["steps"], "lr": p["lr"],
+               "batch_size": p["batch_size"], "seq_len": p["seq_len"],
                "start": start, "total_params": trainable_params(jax.device_get(src_params), L, {}),
                "variants": {}}
     for name, keys in tqdm(variants(L).items(), desc="fine-tune", unit="variant",
                            disable=not progress):
-        cfg = finetune_config(src_cfg, size, src, keys)
+        cfg = finetune_config(src_cfg, p, src, keys)
         run_dir = out / "runs" / name
         st = train(cfg, run_dir, progress=False)
         curve = [{"step": 0, **start}]
@@ -185,7 +205,8 @@ def report(out: Path, meta: dict, rows) -> str:
         raise UserError(f"'{out}' holds no layerwise_finetune.json: run the experiment first")
     a0, b0 = r["start"]["a"], r["start"]["b"]
     md = [f"Source: `{r['source']}` (depth {r['depth']}, {r['total_params']:,} params), trained "
-          f"on `{r['corpus_a']}` (A); fine-tuned {r['steps']} steps at lr {r['lr']:g} on "
+          f"on `{r['corpus_a']}` (A); fine-tuned {r['steps']} steps of "
+          f"{r.get('batch_size', '?')} x {r.get('seq_len', '?')} tokens at lr {r['lr']:g} on "
           f"`{r['corpus_b']}` (B). Before fine-tuning: loss {a0:.4f} on A, {b0:.4f} on B "
           "(validation text of each, nats/token).", "",
           "gain on B = loss before - loss after (higher is better); forgot on A = loss after "
@@ -262,8 +283,7 @@ def plot(r: dict, path: Path) -> Path:
 
 
 def plan_text(size: str, overrides=()) -> str:
-    source = parse_overrides(overrides)
-    p = SIZES[size]
+    source, p = recipe(size, overrides)
     what = source or ("SmolLM2-135M (imported)" if p["source"] == "smollm2" else
                       f"a source trained {p['source']['train']['steps']} steps on "
                       f"{p['corpus_a']}")
