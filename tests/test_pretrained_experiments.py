@@ -50,6 +50,8 @@ def test_layerwise_finetune_and_pretrained_depth_tiny(tmp_path, capsys):
     assert "takes model=PATH" in capsys.readouterr().err
     assert main(["experiment", "layerwise_finetune", "steps=10", "every=3", "--plan"]) == 2
     assert "multiple of every" in capsys.readouterr().err
+    assert main(["experiment", "layerwise_finetune", "corpus_a=/no/such", "--plan"]) == 2
+    assert "corpus_a '/no/such' does not exist" in capsys.readouterr().err
     assert main(["experiment", "layerwise_finetune", "--size", "paper", "steps=40",
                  "every=10", "--plan"]) == 0
     assert "40 steps" in capsys.readouterr().out

