@@ -92,17 +92,17 @@ def byte_tokenizer_json() -> str:
 
 
 def _tokenizer_files(run_dir: Path, tok, seq_len: int) -> dict[str, str]:
-    raw = (run_dir / "tokenizer.json")
-    text = raw.read_text(encoding="utf-8") if raw.is_file() else None
-    if text is None:
-        if tok.kind != "byte":
-            raise UserError(f"'{run_dir}' has no tokenizer.json to export with the model")
+    from tokenizers import Tokenizer
+
+    raw = run_dir / "tokenizer.json"
+    if raw.is_file():
+        text = raw.read_text(encoding="utf-8")
+    elif tok.kind == "byte":
         text = byte_tokenizer_json()
-    vocab = json.loads(text)
-    names = {t["id"]: t["content"] for t in vocab.get("added_tokens", [])}
-    inv = {v: k for k, v in (vocab.get("model", {}).get("vocab") or {}).items()} if isinstance(
-        vocab.get("model", {}).get("vocab"), dict) else {}
-    name = lambda i: None if i is None or i < 0 else names.get(i, inv.get(i))  # noqa: E731
+    else:
+        raise UserError(f"'{run_dir}' has no tokenizer.json to export with the model")
+    hf = Tokenizer.from_str(text)
+    name = lambda i: None if i is None or i < 0 else hf.id_to_token(i)  # noqa: E731
     # an imported run's own tokenizer_config.json (its chat template, ...) carries over
     own = run_dir / "tokenizer_config.json"
     config = json.loads(own.read_text(encoding="utf-8")) if own.is_file() else {}
@@ -147,8 +147,9 @@ def export_run(run_dir, out, *, step: int | None = None, dtype: str | None = Non
 
     run_dir = Path(run_dir).expanduser().resolve()
     _, cfg_dict = checked_config(run_dir, step)
-    fam = check_exportable(from_dict(RunConfig, cfg_dict).model)  # before a weight is read
-    tok = run_tokenizer(from_dict(RunConfig, cfg_dict).data, run_dir)
+    saved = from_dict(RunConfig, cfg_dict)
+    fam = check_exportable(saved.model)  # before a weight is read
+    tok = run_tokenizer(saved.data, run_dir)
     cfg, mcfg, params, s = restore_model(run_dir, step)
     params = jax.device_get(params)
     out = Path(out).expanduser()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxdepth.errors import UserError
-from jaxdepth.rundir import read_json
+from jaxdepth.rundir import read_json, write_json
 from jaxdepth.tables import fmt, table
 
 # the text each size measures on: windows of seq_len tokens, batch x batches of them
@@ -71,8 +71,6 @@ def run_experiment(out: Path, size: str, overrides=(), progress: bool = True) ->
                     progress=lambda stage: (bar.set_postfix_str(stage), bar.update(1)))
     finally:
         bar.close()
-    from jaxdepth.rundir import write_json
-
     write_json(out / "pretrained_depth.json", {"run_dir": str(run_dir), "size": size,
                                                "data_overrides": data})
 
