@@ -7,20 +7,15 @@ xla kernel's attention scores (long sequence, dots_saveable). Target: every esti
     python benchmarks/bench_memory.py [--shapes params activations scores] [--steps 2]
 
 What "measured" means: each shape runs in a fresh subprocess (one CPU device, float32,
-synthetic random tokens, `train.microbatches=1`). The subprocess builds the step
-(`train.build.build`), compiles `init_state` and `train_step` ahead of time, returns freed
-heap to the OS (`malloc_trim`), and takes the baseline: its resident set size (VmRSS) at
-that moment, after which it resets the kernel's peak-RSS counter (`echo 5 >
-/proc/self/clear_refs`, Linux >= 4.0). It then creates the state (parameters, Adam moments),
-puts a batch on the device and runs `--steps` train steps (the state donated, as in
-training), blocking on each. measured = peak RSS since the reset (VmHWM) - baseline: every
-byte the state, the batch and the steps' buffers touched, at the worst moment. glibc's mmap
-threshold is fixed at 64 KiB (`MALLOC_MMAP_THRESHOLD_`) in the subprocess so that freed
-buffers leave the resident set instead of staying in the heap. The column `xla` is XLA's
-own accounting of the compiled step (`compiled.memory_analysis()`: argument + output -
-alias + temp bytes), a cross-check that needs no process measurement; on CPU it misses the
-matmul outputs that XLA:CPU's YNNPACK fusions allocate themselves (the estimate counts them
-on CPU as `memory.CPU_HIDDEN_SCORES`), hence xla < measured for the scores shape.
+synthetic random tokens, `train.microbatches=1`) through `jaxdepth.peakmem.measure_fresh`,
+the measurement `jaxdepth bench` uses too (its docstring says exactly what is measured):
+measured = peak RSS (VmHWM) during state creation and `--steps` train steps minus the RSS
+just before, with freed heap returned to the OS and glibc's mmap threshold fixed at 64 KiB.
+The column `xla` is XLA's own accounting of the compiled step (`compiled.memory_analysis()`:
+argument + output - alias + temp bytes), a cross-check that needs no process measurement; on
+CPU it misses the matmul outputs that XLA:CPU's YNNPACK fusions allocate themselves (the
+estimate counts them on CPU as `memory.CPU_HIDDEN_SCORES`), hence xla < measured for the
+scores shape.
 
 The estimator's fitted constants (`WORKSPACE`, `LOGITS_COPIES` in jaxdepth/memory.py) were
 fitted to `memory_analysis()` at other shapes (depth 4/8, width 128-512, T 64-512), and
@@ -32,9 +27,7 @@ cores (jax 0.10.2): params 0.99, activations 1.00, scores 0.94.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -54,77 +47,31 @@ SHAPES = {
 COMMON = "model.dtype=float32 model.attention=xla train.microbatches=1"
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def child(name: str, steps: int) -> dict:
-    """Run one shape in this (fresh) process; returns the measurement as a dict."""
-    import ctypes
-
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from jaxdepth import memory, parallel
+def run_shape(name: str, steps: int) -> dict:
+    """The estimate and the measured peak (in a fresh CPU process) of one shape."""
+    from jaxdepth import memory
     from jaxdepth.config import load_config
-    from jaxdepth.train.build import build, resolve_model
+    from jaxdepth.peakmem import measure_fresh
+    from jaxdepth.train.build import resolve_model
 
     cfg = load_config(ROOT / "configs" / "tiny.yaml", (SHAPES[name][1] + " " + COMMON).split())
-    mcfg = resolve_model(cfg.model, VOCAB)
-    B, T = cfg.data.batch_size, cfg.data.seq_len
-    est = memory.estimate(mcfg, cfg.train, cfg.data, cfg.parallel, 1, platform="cpu")
-
-    b = build(mcfg, cfg.train, cfg.parallel, T, 0)
-    key = jax.random.key(0)
-    init = b.init_state.lower(key).compile()
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            jax.eval_shape(b.init_state, key), b.state_shardings)
-    tokens_spec = jax.ShapeDtypeStruct((B, T + 1), jnp.int32, sharding=b.batch_sharding)
-    step = b.train_step.lower(abstract, {"tokens": tokens_spec}).compile()
-    ma = step.memory_analysis()
-    xla = (ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes
-           + ma.temp_size_in_bytes)
-    tokens = np.random.default_rng(0).integers(0, mcfg.vocab_size, (B, T + 1), dtype=np.int32)
-
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    base = _status_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    state = init(key)
-    batch = parallel.global_batch({"tokens": tokens}, b.batch_sharding)
-    for _ in range(steps):
-        state, metrics = step(state, batch)
-        jax.block_until_ready((state, metrics))
-    peak = _status_kib("VmHWM")
-    loss = float(metrics["loss"])
+    est = memory.estimate(resolve_model(cfg.model, VOCAB), cfg.train, cfg.data, cfg.parallel,
+                          1, platform="cpu")
+    try:
+        m = measure_fresh(cfg, VOCAB, 0, steps, env={"JAX_PLATFORMS": "cpu"})
+    except RuntimeError as e:
+        raise SystemExit(f"shape {name} failed: {e}") from None
     return dict(shape=name, dominant=SHAPES[name][0], estimate=est["total"],
-                measured=(peak - base) * 1024, xla=xla, loss=loss,
+                measured=m["measured"], xla=m["xla"], loss=m["loss"],
                 terms={k: v for k, v in est.items() if k != "total"})
-
-
-def run_shape(name: str, steps: int) -> dict:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", MALLOC_MMAP_THRESHOLD_="65536",
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, __file__, "--child", name, "--steps", str(steps)],
-                         env=env, capture_output=True, text=True, check=False)
-    if out.returncode:
-        raise SystemExit(f"shape {name} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     p.add_argument("--steps", type=int, default=2, help="train steps per shape")
-    p.add_argument("--child", choices=list(SHAPES), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(args.child, args.steps)))
-        return 0
-
+    os.environ["JAX_PLATFORMS"] = "cpu"  # the estimate's model resolves for CPU, as measured
     from jaxdepth.memory import human_bytes
     from jaxdepth.tables import table
 

@@ -131,6 +131,7 @@ class TrainConfig:
     train_last_layers: int = 0  # >0: freeze embeddings and all but the last k layers
     init_from: str = ""  # a run dir: its latest checkpoint's params initialise this run
     microbatches: int = 1  # gradient accumulation: the global batch in k sequential slices
+    layer_stats: bool = True  # per-layer residual RMS, update ratios, grad norms in metrics
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,7 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 # computed: the number of micro-batches (a smaller slice needs more) and the attention kernel
 # (flash or not); with the mesh (`parallel`), they may change when a run resumes, and run ids
 # (`jaxdepth.sweep.spec.run_id`) ignore them.
-LAYOUT_KEYS = ("train.microbatches", "model.attention")
+LAYOUT_KEYS = ("train.microbatches", "model.attention", "train.layer_stats")
 
 
 def run_changes(old: dict, new: dict) -> list[str]:

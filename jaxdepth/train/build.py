@@ -101,7 +101,8 @@ def build(mcfg, tcfg, pcfg, seq_len: int, pad_id: int, mesh: Mesh | None = None)
     batch_sh = parallel.batch_sharding(mesh, pcfg)
     k = tcfg.microbatches
     micro_sh = _micro_sharding(batch_sh, k)
-    train_step = in_mesh(make_train_step(model, tx, schedule, pad_id, mcfg.depth, k, micro_sh),
+    train_step = in_mesh(make_train_step(model, tx, schedule, pad_id, mcfg.depth, k, micro_sh,
+                                         tcfg.layer_stats),
                          mesh, batch_sh, pcfg, mcfg)
     return Built(
         model=model, tx=tx, schedule=schedule, mesh=mesh, state_shardings=state_sh,

@@ -89,10 +89,13 @@ def accumulate_gradients(grad_fn, params, micro_KBS):
 
 
 def make_train_step(model, tx, schedule, pad_id: int, depth: int, microbatches: int = 1,
-                    micro_sharding=None):
+                    micro_sharding=None, layer_stats: bool = True):
     """`train_step(state, batch) -> (state, metrics)`, pure; jit it at the call site. With
     `microbatches = k > 1` the batch is processed in k slices (`split_microbatches`) and
-    their gradients summed, so activations scale with B / k."""
+    their gradients summed, so activations scale with B / k. `layer_stats=False` leaves the
+    per-layer statistics (`metrics["layers"]`) out: XLA then drops their computation as dead
+    code (the model's `aux["stats"]` is unused), and the per-layer gradient norms are not
+    computed."""
 
     def loss_fn(params, tokens, n_targets):
         """Summed loss / the whole batch's target count: summing it over micro-batches gives
@@ -113,12 +116,9 @@ def make_train_step(model, tx, schedule, pad_id: int, depth: int, microbatches: 
                 grad_fn, state.params, split_microbatches(tokens, microbatches, micro_sharding))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {
-            "loss": loss,
-            "grad_norm": optax.tree.norm(grads),
-            "lr": schedule(state.step),
-            "layers": {**stats, **layer_grad_norms(grads, depth)},
-        }
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
+        if layer_stats:
+            metrics["layers"] = {**stats, **layer_grad_norms(grads, depth)}
         new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new, metrics
 
