@@ -62,7 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matmul", type=int, default=None,
                    help="n of the n x n peak matmul (default: doubled from "
                         f"{MATMUL_MIN_N} until one takes >= {MATMUL_TARGET_S * 1e3:.0f} ms)")
-    p.add_argument("--remat", default="none,full", help="model.remat policies (default none,full)")
+    p.add_argument("--remat", default="none,dots_saveable,full",
+                   help="model.remat policies (default none,dots_saveable,full)")
     p.add_argument("--compile-depths", default="4,16,64",
                    help="depths of the compile-time table (default 4,16,64)")
     p.add_argument("--unrolled-max-depth", type=int, default=16,
@@ -304,7 +305,8 @@ def run(args) -> int:
                jax=jax.__version__, platform=platform, device_kind=kind,
                device_count=jax.device_count(), config_path=p.config_path,
                overrides=list(p.overrides), config=to_dict(p.cfg),
-               resolved=dict(dtype=m.dtype, attention=m.attention, vocab_size=m.vocab_size))
+               resolved=dict(dtype=m.dtype, attention=m.attention, remat=m.remat,
+                             vocab_size=m.vocab_size))
     print(f"device: {kind} ({platform}, {jax.device_count()} device(s), jax {jax.__version__})")
     print(f"model: depth {m.depth}, width {m.width}, heads {m.heads}, ffn {m.ffn_hidden_size}, "
           f"vocab {m.vocab_size}, {m.dtype}, attention {m.attention}, remat {m.remat}; "

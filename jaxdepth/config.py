@@ -24,7 +24,9 @@ NORMS = ("rmsnorm", "layernorm")
 FFNS = ("swiglu", "gelu")
 # token positions: rotary (Su et al. 2021) or a learned table (GPT-2, Radford et al. 2019)
 POSITIONS = ("rope", "learned")
-REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
+# remat: auto = dots_saveable on CPU (faster and smaller there than none: `jaxdepth bench`),
+# none on GPU/TPU (jaxdepth.model.precision)
+REMAT_POLICIES = ("auto", "none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 # compute dtype: auto = bfloat16 on GPU/TPU, float32 on CPU (jaxdepth.model.precision).
 # No float16: it needs loss scaling, and bfloat16 has float32's range.
 DTYPES = ("auto", "float32", "bfloat16")
@@ -61,7 +63,7 @@ class ModelConfig:
     max_positions: int = 0  # rows of the learned position table (positions=learned)
     qkv_bias: bool = False  # biases on the q, k, v projections (Qwen2, GPT-2)
     proj_bias: bool = False  # biases on the attention output and FFN projections (GPT-2)
-    remat: str = "none"  # one of REMAT_POLICIES: none, full, or a jax.checkpoint_policies name
+    remat: str = "auto"  # one of REMAT_POLICIES: auto, none, full, or a jax.checkpoint_policies name
     scan_layers: bool = True
     dtype: str = "auto"  # compute dtype, one of DTYPES; norms, softmax, logits stay float32
     param_dtype: str = "float32"  # storage dtype of parameters (and Adam moments)

@@ -159,11 +159,13 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-# How a run is laid out on the machine, which changes the arithmetic's order, not what is
-# computed: the number of micro-batches (a smaller slice needs more) and the attention kernel
-# (flash or not); with the mesh (`parallel`), they may change when a run resumes, and run ids
-# (`jaxdepth.sweep.spec.run_id`) ignore them.
-LAYOUT_KEYS = ("train.microbatches", "model.attention", "train.layer_stats")
+# How a run is laid out on the machine, which changes the arithmetic's order or what is
+# recorded, not what is computed: the number of micro-batches (a smaller slice needs more),
+# the attention kernel (flash or not), the per-layer statistics (logged or not) and the remat
+# policy (what the backward pass saves or recomputes); with the mesh (`parallel`), they may
+# change when a run resumes, and run ids (`jaxdepth.sweep.spec.run_id`) ignore them (remat
+# aside, see there).
+LAYOUT_KEYS = ("train.microbatches", "model.attention", "train.layer_stats", "model.remat")
 
 
 def run_changes(old: dict, new: dict) -> list[str]:

@@ -130,8 +130,9 @@ def test_every_other_section_with_stand_in_measurements(tmp_path, monkeypatch, c
     monkeypatch.setattr(peakmem, "measure_fresh", measure_fresh)
     monkeypatch.setattr(bench, "compile_seconds", lambda cfg, v, p, depth, scan: depth / 10)
     out = tmp_path / "bench.json"
-    assert main(["bench", *TINY, "--only", "memory,stats,remat,compile", "--json", str(out),
-                 "--compile-depths", "8,2,4", "--unrolled-max-depth", "4"]) == 0
+    assert main(["bench", *TINY, "model.remat=none", "--only", "memory,stats,remat,compile",
+                 "--json", str(out), "--remat", "none,full", "--compile-depths", "8,2,4",
+                 "--unrolled-max-depth", "4"]) == 0
     assert calls == [("memory", "none"), ("memory", "full"), ("time", "none", True),
                      ("time", "none", False), ("time", "full", True)]
     text = capsys.readouterr().out

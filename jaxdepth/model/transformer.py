@@ -17,7 +17,13 @@ from jaxdepth.config import ModelConfig
 from jaxdepth.model import parameterization as P
 from jaxdepth.model.block import Block
 from jaxdepth.model.layers import init, make_norm, shard_batch
-from jaxdepth.model.precision import compute_dtype, param_dtype, residual_dtype
+from jaxdepth.model.precision import (
+    backend,
+    compute_dtype,
+    param_dtype,
+    remat_for,
+    residual_dtype,
+)
 from jaxdepth.model.schemes import get_scheme
 
 
@@ -27,11 +33,17 @@ def remat_policy(name: str):
     return None if name == "full" else getattr(jax.checkpoint_policies, name)
 
 
+def remat_name(cfg: ModelConfig) -> str:
+    """`cfg.remat`, with an unresolved `auto` (a model built outside `precision.resolve`)
+    resolved for the default backend."""
+    return remat_for(cfg.remat, backend()[0]) if cfg.remat == "auto" else cfg.remat
+
+
 def block_class(cfg: ModelConfig, return_hidden: bool):
     """The Block, rematerialised per `cfg.remat`, scanned over layers if `cfg.scan_layers`."""
     cls = Block
-    if cfg.remat != "none":
-        cls = nn.remat(Block, policy=remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers)
+    if (remat := remat_name(cfg)) != "none":
+        cls = nn.remat(Block, policy=remat_policy(remat), prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
         # Params stacked on a leading "layers" axis; (l, keep) scanned in as inputs
         # (layer index as data, as in levanter/haliax), stats and hidden scanned out.

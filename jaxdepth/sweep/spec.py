@@ -22,8 +22,10 @@ param_count: kaplan              # N for the helpers: kaplan (12 D W^2) | exact 
 groups; the last axis varies fastest), each named by its run id. A run id is stable: a
 readable prefix `<scheme>_d<depth>_w<width>` and the first 8 hex digits of the SHA-256 of
 the canonical JSON of `to_dict(cfg)` without `name`, `parallel`, `data.cache_dir` and
-`jaxdepth.rundir.LAYOUT_KEYS` (train.microbatches, model.attention): none of them changes
-what is trained. Identical configs are merged.
+`jaxdepth.rundir.LAYOUT_KEYS` (train.microbatches, model.attention, train.layer_stats): none
+of them changes what is trained. `model.remat` is layout too, but was hashed before it was
+known as such: it stays in the hash, with its default `auto` hashed as the `none` it replaced,
+so that run ids are unchanged. Identical configs are merged.
 """
 
 from __future__ import annotations
@@ -180,7 +182,10 @@ def run_id(cfg: RunConfig) -> str:
     d.pop("name"), d.pop("parallel"), d["data"].pop("cache_dir")
     for key in LAYOUT_KEYS:  # how a run is laid out, not what it computes
         section, name = key.split(".")
-        d[section].pop(name)
+        if key != "model.remat":  # hashed since the first ids (module docstring)
+            d[section].pop(name)
+    if d["model"]["remat"] == "auto":
+        d["model"]["remat"] = "none"
     if cfg.model.parameterization == "sp":  # its keys act only under mup/completep, and sp
         for name in PARAMETERIZATION_KEYS:  # runs keep the ids they had before them
             d["model"].pop(name)
