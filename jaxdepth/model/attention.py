@@ -211,7 +211,7 @@ class Attention(nn.Module):
             name=name)()
         q_BTNH, k_BTKH, v_BTKH = fused_projections(
             x_BTW, [proj(N, "query", self.qk_std), proj(K, "key", self.qk_std),
-                    proj(K, "value", self.v_std)], dtype)
+                    proj(K, "value", self.v_std)], dtype, "heads")
         if cfg.positions == "rope":
             q_BTNH, k_BTKH = rope(q_BTNH, k_BTKH, theta=cfg.rope_theta)
         # None under sp: each kernel's own 1/sqrt(H), bit for bit what it computed before

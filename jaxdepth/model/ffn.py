@@ -53,10 +53,11 @@ class FFN(nn.Module):
         into = lambda name: Projection(  # noqa: E731
             (W, F), ("embed", "mlp"), self.in_std, cfg.proj_bias, pdtype, name=name)()
         if cfg.ffn == "swiglu":
-            gate_BTF, up_BTF = fused_projections(x_BTW, [into("gate"), into("up")], dtype)
+            gate_BTF, up_BTF = fused_projections(x_BTW, [into("gate"), into("up")], dtype,
+                                                  "mlp")
             h_BTF = swiglu(gate_BTF, up_BTF)
         else:
-            (up_BTF,) = fused_projections(x_BTW, [into("up")], dtype)
+            (up_BTF,) = fused_projections(x_BTW, [into("up")], dtype, "mlp")
             h_BTF = nn.gelu(up_BTF)
         return nn.Dense(cfg.width, use_bias=cfg.proj_bias, dtype=dtype, param_dtype=pdtype,
                         name="down", kernel_init=init(self.out_std, ("mlp", "embed")),

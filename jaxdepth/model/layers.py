@@ -46,22 +46,40 @@ class Projection(nn.Module):
         return kernel, bias
 
 
-def fused_projections(x, projections, dtype, axis: int = 1):
-    """`[x @ kernel_i + bias_i for each (kernel_i, bias_i)]` computed as ONE matmul of x (last
-    axis contracted) with the kernels concatenated on their output `axis` (1: the first output
-    axis), in `dtype`. One (T, sum F_i) matmul instead of several: fewer, larger GEMMs, and on
-    XLA:CPU a gradient laid out for the weight-gradient GEMM without a transposing copy
-    (measured in `jaxdepth bench`). Each kernel stays a separate parameter: the concatenation
-    copies only the weights, the split only views the output."""
+def fused_projections(x, projections, dtype, axis_name: str):
+    """`[x @ kernel_i + bias_i for each (kernel_i, bias_i)]` (x's last axis contracted) in
+    `dtype`, computed as ONE matmul with the kernels concatenated on their first output axis,
+    whose logical name is `axis_name` ("heads", "mlp"). One (T, sum F_i) matmul instead of
+    several: larger GEMMs, and on XLA:CPU a gradient laid out for the weight-gradient GEMM
+    without a transposing copy (`jaxdepth bench`). Each kernel stays a separate parameter: the
+    concatenation copies only the weights, the split only slices the output. Where the step's
+    mesh splits `axis_name` over devices (tensor parallelism), concatenating would put the
+    shards in the wrong places, so the projections run as separate matmuls there."""
+    def project(kernel, bias):
+        y = jnp.tensordot(x.astype(dtype), kernel.astype(dtype), axes=1)
+        return y if bias is None else y + bias.astype(dtype).reshape(
+            (1,) * (y.ndim - bias.ndim) + bias.shape)
+
+    if _split_over_devices(axis_name):
+        return [project(k, b) for k, b in projections]
     kernels = [k for k, _ in projections]
-    kernel = jnp.concatenate([k.astype(dtype) for k in kernels], axis=axis)
-    out_axis = x.ndim - 1 + axis - 1  # where the concatenated axis lands in the output
-    y = jnp.tensordot(x.astype(dtype), kernel, axes=1)
-    if projections[0][1] is not None:
-        bias = jnp.concatenate([b.astype(dtype) for _, b in projections], axis=axis - 1)
-        y = y + bias.reshape((1,) * (y.ndim - bias.ndim) + bias.shape)
-    sizes = [k.shape[axis] for k in kernels]
+    y = project(jnp.concatenate(kernels, axis=1), None if projections[0][1] is None
+                else jnp.concatenate([b for _, b in projections], axis=0))
+    out_axis = x.ndim - 1  # where the kernels' first output axis lands
+    sizes = [k.shape[1] for k in kernels]
     return jnp.split(y, list(itertools.accumulate(sizes))[:-1], axis=out_axis)
+
+
+def _split_over_devices(axis_name: str) -> bool:
+    """True when a step is being traced (`activation_sharding`) on a mesh whose axes that the
+    logical axis `axis_name` maps to hold more than one device."""
+    layout = _LAYOUT.get()
+    if layout is None or layout[1] is None:
+        return False
+    mesh = layout[0].mesh
+    (axes,) = nn.logical_to_mesh_axes((axis_name,), layout[1])
+    axes = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
+    return any(mesh.shape.get(a, 1) > 1 for a in axes)
 
 
 def make_norm(cfg: ModelConfig, name: str, dtype=None) -> nn.Module:
