@@ -18,10 +18,12 @@ estimate counts them on CPU as `memory.CPU_HIDDEN_SCORES`), hence xla < measured
 scores shape.
 
 The estimator's fitted constants (`WORKSPACE`, `LOGITS_COPIES` in jaxdepth/memory.py) were
-fitted to `memory_analysis()` at other shapes (depth 4/8, width 128-512, T 64-512), and
-`CPU_HIDDEN_SCORES` to the peak RSS of a standalone attention gradient at other (B, T, N, H);
+fitted to `memory_analysis()` at 50 other shapes (depth 4/8, width 128-512, T 64-1024), and
+`CPU_HIDDEN_SCORES` to the peak RSS of train steps at five other attention-heavy shapes;
 none of these three shapes was used to fit anything. Measured on an x86 Xeon host with 2
-cores (jax 0.10.2): params 0.99, activations 1.00, scores 0.94.
+cores (jax 0.10.2), ratio (xla_ratio): params 0.99 (1.00), activations 0.98 (1.01; 0.97 in
+another run), scores 0.97 (1.10: the estimate counts the YNNPACK buffers that XLA's
+accounting misses).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ their ratio, and each side's model FLOP/s as a fraction of its own dense-matmul 
     pip install -e '.[bench]'
     python benchmarks/vs_torch.py [--width 512] [--depth 8] [--heads 8] [--ffn 1365]
         [--seq 256] [--batch 8] [--vocab 320] [--rounds 5] [--steps 5] [--warmup 2]
-        [--threads N] [--omp-wait-policy passive|active] [--layer-stats] [--check]
+        [--threads N] [--omp-wait-policy passive|active] [--no-layer-stats] [--check]
         [--json results/vs_torch.json]
 
 What is compared, on the CPU, in float32:
@@ -13,8 +13,9 @@ What is compared, on the CPU, in float32:
   as `jaxdepth.bench.time_train` builds it): a Pre-LN RMSNorm / RoPE / SwiGLU transformer
   (the Llama architecture), untied embeddings, next-token cross-entropy, global-norm clipping
   at `train.grad_clip`, then `optax.adamw` (weight decay on matrices only) with its
-  warmup-cosine schedule. `train.layer_stats=false` by default (`--layer-stats` turns them
-  on): the reference computes no per-layer statistics.
+  warmup-cosine schedule, with every default as `jaxdepth train` has it (the per-layer
+  statistics included, which the reference does not compute; `--no-layer-stats` leaves them
+  out, `train.layer_stats=false`).
 - PyTorch: Hugging Face `transformers.LlamaForCausalLM` with the same width, depth, heads,
   SwiGLU hidden size, vocabulary, RMSNorm epsilon and RoPE theta, untied embeddings,
   `attn_implementation="sdpa"` (`torch.nn.functional.scaled_dot_product_attention`), run
@@ -86,8 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    default=(os.environ.get("OMP_WAIT_POLICY") or "passive").lower(),
                    help="OMP_WAIT_POLICY of torch's OpenMP threads (default: the environment's, "
                         "else passive; see the module docstring)")
-    p.add_argument("--layer-stats", action="store_true",
-                   help="keep jaxdepth's per-layer statistics in the step (train.layer_stats)")
+    p.add_argument("--no-layer-stats", dest="layer_stats", action="store_false",
+                   help="leave jaxdepth's per-layer statistics out (train.layer_stats=false)")
     p.add_argument("--check", action="store_true",
                    help="first check that both models have the same parameter count")
     p.add_argument("--json", metavar="PATH", help="also write the results here")
@@ -127,12 +128,11 @@ def cpu_model() -> str:
 
 def build_jax(args):
     """(mcfg, tcfg, Built, state, batch) for the jaxdepth train step at the benchmark shape."""
-    import dataclasses
 
     import jax
 
     from jaxdepth import parallel
-    from jaxdepth.config import TrainConfig, load_config
+    from jaxdepth.config import load_config
     from jaxdepth.train.build import build, resolve_model
 
     overrides = [f"model.depth={args.depth}", f"model.width={args.width}",
@@ -142,9 +142,8 @@ def build_jax(args):
                  f"model.vocab_size={args.vocab}", "model.dtype=float32",
                  "model.param_dtype=float32", "model.parameterization=sp",
                  f"data.seq_len={args.seq}", f"data.batch_size={args.batch}",
-                 "train.weight_decay=0.1", "train.grad_clip=1.0", "train.microbatches=1"]
-    if "layer_stats" in {f.name for f in dataclasses.fields(TrainConfig)}:
-        overrides.append(f"train.layer_stats={str(args.layer_stats).lower()}")
+                 "train.weight_decay=0.1", "train.grad_clip=1.0", "train.microbatches=1",
+                 f"train.layer_stats={str(args.layer_stats).lower()}"]
     cfg = load_config(None, overrides)
     mcfg = resolve_model(cfg.model, BYTE_VOCAB)
     b = build(mcfg, cfg.train, cfg.parallel, cfg.data.seq_len, PAD_ID)
@@ -332,7 +331,7 @@ def main(argv=None) -> int:
                  kv_heads=mcfg.kv_head_count, head_dim=mcfg.head_dim,
                  ffn_hidden=mcfg.ffn_hidden_size, vocab=mcfg.vocab_size, seq=T, batch=B,
                  dtype="float32", tied_embeddings=False,
-                 layer_stats=bool(getattr(tcfg, "layer_stats", True)))
+                 layer_stats=tcfg.layer_stats)
     print("shape: " + ", ".join(f"{k} {v}" for k, v in shape.items()))
     print(f"torch: LlamaForCausalLM, attn_implementation=sdpa, eager; AdamW(lr {tcfg.lr:g}, "
           f"betas ({tcfg.b1:g}, {tcfg.b2:g}), wd {tcfg.weight_decay:g}), clip "

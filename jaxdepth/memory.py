@@ -19,39 +19,45 @@ compile, no device): bytes per device of
 - `activations`: what the backward pass keeps (Chen et al. 2016, arXiv 1604.06174;
   Korthikanti et al. 2022, arXiv 2205.05198, sec. 4: `34 s b h + 5 a s^2 b` bytes per layer
   for GPT in fp16 without recomputation). This model differs from their GPT (SwiGLU with 3
-  matrices, norms computed in float32, RoPE in float32, a float32 residual stream, no
-  dropout), so instead of adapting their 34 we count what JAX saves for this model: the
+  matrices and a written-out tangent, norms computed in float32, a float32 residual stream,
+  no dropout), so instead of adapting their 34 we count what JAX saves for this model: the
   residuals of the loss's gradient as `jax.ad_checkpoint.print_saved_residuals` lists them
-  (jax 0.10.2, flax 0.12.8, Pre-LN), per layer and per token, by shape and dtype (`saved`).
-  Without remat that is 6 float32 (B, T, W) arrays, 2 more in the compute dtype, 4 (B, T, N,
-  H) (q, k, v and a grouped view of q) and 6 (B, T, F), against Korthikanti's 34 bytes =
-  17 fp16 (B, T, W)-equivalents. `model.remat` picks the policy (jax docs, "Gradient
-  checkpointing": https://docs.jax.dev/en/latest/gradient-checkpointing.html, and
-  `jax.checkpoint_policies`): `none` saves every intermediate of every layer; `full` saves
-  only each layer's input (the scan carry) and recomputes one layer at a time in the
-  backward pass; `dots_saveable` saves the outputs of every matmul (q, k, v, the attention
-  output and logits, the FFN up/gate, the attention projection) and recomputes norms, RoPE,
-  softmax and activations; `dots_with_no_batch_dims_saveable` saves only matmuls against
-  weights (no B, N batch dimensions), so attention is recomputed too. Total: `L x tokens x
-  saved(policy)` plus the working set of the one layer whose backward runs, `WORKSPACE[policy]`
-  times that layer's full intermediate set (its cotangents; with remat also its recomputed
-  intermediates). Without remat and with a compute dtype narrower than the parameters, the
-  compute-dtype copies of every layer's weight matrices are saved too (listed by
-  `print_saved_residuals`: the matmul operands).
-- `attention_scores`: the `xla` kernel (`jax.nn.dot_product_attention(implementation="xla")`)
-  materialises B x N x T x T float32 logits and probabilities per layer. `none` saves the
-  float32 probabilities and their compute-dtype copy for every layer, `dots_saveable` the
-  float32 logits, the others nothing; the layer being differentiated holds
-  `WORKSPACE[policy][1]` float32 B x N x T x T buffers (probabilities, their cotangents, the
-  recomputed logits), on CPU `CPU_HIDDEN_SCORES` more. `cudnn` and `splash` are flash kernels
-  (Dao et al. 2022, arXiv 2205.14135): no T x T term (their O(B N T) statistics are
-  neglected).
-- `logits`: B x T x V float32, `LOGITS_COPIES` of them (the logits and their cotangent,
-  partly in place), plus the compute-dtype matmul output where that dtype is narrower.
+  (jax 0.10.2, flax 0.12.8, Pre-LN, the layers scanned), per layer and per token, by shape
+  and dtype (`saved`). Without remat that is 6 float32 (B, T, W) arrays (the two RMSNorms'
+  intermediates, 3 each), 2 in the compute dtype (the norms' outputs), 4 (B, T, N, H) (q, k, v in
+  the kernel's BKGTH/BKSH layout and the attention output) and 3 (B, T, F) for SwiGLU
+  (`ffn.swiglu`'s product and its two derivative factors; GELU: 6, the up projection and
+  the tanh approximation's intermediates), against Korthikanti's 34 bytes = 17 fp16
+  (B, T, W)-equivalents; plus, per layer whatever T, the concatenated q/k/v kernel and
+  SwiGLU's concatenated gate/up kernel (`layers.fused_projections` copies them, in the
+  compute dtype, and the matmul keeps its operand) or, with a compute dtype narrower than
+  the parameters, the compute-dtype copies of all the layer's weight matrices.
+  `model.remat` picks the policy (jax docs, "Gradient checkpointing":
+  https://docs.jax.dev/en/latest/gradient-checkpointing.html, and `jax.checkpoint_policies`;
+  `auto` is resolved for the platform, `remat_policy_for`): `none` saves every intermediate
+  of every layer; `full` saves only each layer's input (the scan carry) and recomputes one
+  layer at a time in the backward pass; `dots_saveable` saves the matmul outputs the
+  backward pass needs (the fused q/k/v and gate/up outputs, the attention logits and p v,
+  the attention projection) and recomputes norms, RoPE, softmax and activations;
+  `dots_with_no_batch_dims_saveable` saves only matmuls against weights (no B, N batch
+  dimensions), so attention is recomputed too. Total: `L x tokens x saved(policy)` plus the
+  working set of the one layer whose backward runs, `WORKSPACE[policy]` times that layer's
+  full intermediate set (its cotangents; with remat also its recomputed intermediates).
+- `attention_scores`: the `xla` kernel (`attention.xla_attention`, a custom_jvp in BKGTH
+  layout) materialises B x N x T x T float32 logits and probabilities per layer. `none`
+  saves the float32 probabilities for every layer (and their compute-dtype cast for p v,
+  where that dtype is narrower), `dots_saveable` the float32 logits, the others nothing; the
+  layer being differentiated holds `WORKSPACE[policy][1]` float32 B x N x T x T buffers (the
+  probabilities' cotangents, the recomputed logits and probabilities), on CPU
+  `CPU_HIDDEN_SCORES` more. `cudnn` and `splash` are flash kernels (Dao et al. 2022, arXiv
+  2205.14135): no T x T term (their O(B N T) statistics are neglected).
+- `logits`: B x T x V float32, `LOGITS_COPIES` of them (the logits; their cotangent is
+  computed in place), plus the compute-dtype matmul output where that dtype is narrower.
 
 Activations, scores and logits are per device over the batch shards (the mesh axes of the
 `batch` rule, data x fsdp by default) and divided by `train.microbatches` (each
-micro-batch's activations are freed before the next); the head/FFN/vocab-shaped ones also
+micro-batch's activations are freed before the next; the per-layer weight copies are not
+divided); the head/FFN/vocab-shaped ones also
 over the mesh axes of `heads`/`mlp`/`vocab` (tensor). `total` is the sum of the terms, an
 upper bound on the peak in that the working sets of different phases (logits at the top of
 the backward pass, a layer's working set inside it) are added, not maxed.
@@ -64,19 +70,23 @@ residual stream, a compiled step with fsdp=4 held every device's whole batch: 77
 device against 233 MiB estimated; with `with_sharding_constraint(x, P(("data", "fsdp")))`
 at each layer's input it held 233 MiB). The fitted constants
 (`WORKSPACE`, `LOGITS_COPIES`) are a least-squares fit (relative error, rounded to
-quarters) to `compiled.memory_analysis()` (argument + output - alias + temp bytes) of 32
-train steps compiled on CPU in float32: depth 4 and 8, width 128 to 512, T 64 to 512, batch
-4 to 16, vocab 256 to 8192, every remat policy, GELU and untied embeddings; the estimates are
-then 0.96x to 1.21x of those. `benchmarks/bench_memory.py` checks the estimate against the
-peak resident memory of real steps at three other shapes. bfloat16 and the flash kernels
-are counted from the saved-residual lists, not measured (no GPU was available).
+quarters) to `compiled.memory_analysis()` (argument + output - alias + temp bytes) of 50
+train steps compiled on CPU in float32: depth 4 and 8, width 128 to 512, T 64 to 1024, batch
+2 to 16, vocab 256 to 8192, 11 to 13 per remat policy, 8 with GELU and 6 with untied
+embeddings; the estimates are then 0.80x to 1.23x of those (root-mean-square relative error
+8.7%; per policy: none 0.91x-1.04x, dots_saveable 0.89x-1.06x,
+dots_with_no_batch_dims_saveable 0.88x-1.04x, full 0.80x-1.23x: with remat full the
+largest share is the one layer's recomputed working set, which XLA fuses more or less of).
+`benchmarks/bench_memory.py` checks the estimate against the peak resident memory of real
+steps at three other shapes. bfloat16 and the flash kernels are counted from the
+saved-residual lists, not measured (no GPU was available).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-from dataclasses import dataclass
 
 from jaxdepth.errors import UserError
 
@@ -86,53 +96,62 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
 # A run is refused when its estimate exceeds this fraction of the device's memory: the
 # rest covers what the estimate leaves out (the runtime and compiled code, allocator
 # fragmentation, on CPU the Python process and the input pipeline's host buffers) and the
-# estimate's own error (0.94x to 1.00x of the measured peak in benchmarks/bench_memory.py,
-# 0.96x to 1.21x of XLA's accounting at the fitted shapes: it errs high more than low).
+# estimate's own error (0.97x to 0.99x of the measured peak in benchmarks/bench_memory.py,
+# 0.80x to 1.23x of XLA's accounting at the fitted shapes).
 FIT_FRACTION = 0.9
 # The estimate is an upper bound fitted on CPU; `JAXDEPTH_MEMORY_CHECK=0` lets a run that it
 # refuses try anyway (read where a run is checked, at the edge: `check_run`).
 ENV_CHECK = "JAXDEPTH_MEMORY_CHECK"
 
 # Fitted against memory_analysis() (module docstring): least squares of the relative error
-# over 32 compiled steps, rounded to quarters. Per remat policy, the working set of the layer
-# whose backward runs: (its full intermediate set, in layers; float32 B x N x T x T buffers).
+# over 50 compiled steps, rounded to quarters (unrounded: none 1.02, 1.69; full 0.47, 2.46;
+# dots_saveable 0.73, 2.71; dots_with_no_batch_dims_saveable 0.81, 2.48; logits 1.01). Per
+# remat policy, the working set of the layer whose backward runs: (its full intermediate
+# set, in layers; float32 B x N x T x T buffers).
 WORKSPACE = {
-    "none": (0.75, 2.5),  # the layer's cotangents; d(probabilities), d(logits)
-    "full": (1.75, 2.25),  # the recomputed layer's intermediates and their cotangents
-    "dots_saveable": (0.75, 3.0),
-    "dots_with_no_batch_dims_saveable": (0.75, 3.5),
+    "none": (1.0, 1.75),  # the layer's cotangents; d(probabilities), d(logits)
+    "full": (0.5, 2.5),  # the recomputed layer's intermediates and their cotangents
+    "dots_saveable": (0.75, 2.75),
+    "dots_with_no_batch_dims_saveable": (0.75, 2.5),
 }
-LOGITS_COPIES = 1.5  # float32 B x T x V: the logits, and their cotangent (partly in place)
+LOGITS_COPIES = 1.0  # float32 B x T x V: the logits; their cotangent is computed in place
 
 # XLA:CPU has no native bfloat16 matmul: it computes them in float32, with float32 copies
 # of the operands, so a bfloat16 step on CPU used more memory than the float32 one
-# (memory_analysis, depth 4, width 256, T 256, batch 8: 416 MiB against 405 MiB without
-# remat; 260 against 242 MiB with dots_saveable). On CPU the activations are counted as
-# float32 whatever the compute dtype: the estimate is then 1.00x, 0.94x and (remat full,
-# 135 MiB) 1.32x of memory_analysis for bfloat16 at that shape; counted as bfloat16 it was
-# 0.70x without remat. Off CPU bfloat16 is counted as stored (not measured: no GPU here).
+# (memory_analysis, depth 4, width 256, T 256, batch 8, vocab 1024: 351 MiB against 312 MiB
+# without remat; 247 against 237 MiB with dots_saveable; 136 MiB either way with full). On
+# CPU the activations are counted as float32 whatever the compute dtype: the estimate is
+# then 0.90x, 0.96x and 0.80x of memory_analysis for bfloat16 at that shape; counted as
+# bfloat16 it was 0.75x without remat. Off CPU bfloat16 is counted as stored (not measured:
+# no GPU here).
 CPU_BF16 = "float32"
 
 # XLA:CPU (jax 0.10.2) runs a matmul fused with its consumer (e.g. q k^T with the softmax)
 # as a YNNPACK fusion that allocates the matmul's output itself, outside XLA's buffer
-# assignment: invisible to memory_analysis(), but resident. Disabling those fusions
-# (XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=) made peak RSS equal memory_analysis();
-# with them, the gradient of one xla-kernel attention held this many extra float32
-# B x N x T x T buffers (peak RSS - memory_analysis, standalone jit of the attention's
-# gradient): 2.9 at (B, T, N, H) = (4, 1024, 8, 16), 4.5 at (2, 768, 12, 32), 2.0 at
-# (8, 512, 4, 64); rounded mean. Counted on CPU only.
-CPU_HIDDEN_SCORES = 3.0
+# assignment: invisible to memory_analysis(), but resident. Measured in real CPU train steps
+# (`peakmem.measure`, float32, xla kernel, at five attention-heavy shapes other than the
+# benchmark's: T 512 to 1024, every remat policy, one with GELU), peak RSS - memory_analysis
+# was 1.20 to 1.55 float32 B x N x T x T buffers of one layer; with those fusions disabled
+# (XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=) 0.21 to 0.82 (13 to 21 MiB, about
+# constant: the runtime's own, not the scores'). The difference, 0.73 to 0.99 buffers,
+# rounded: the hidden buffers of the layer being differentiated. (A standalone jit of the
+# attention's gradient no longer shows them: 0.03 to 0.29 buffers at (B, T, N, H) =
+# (4, 1024, 8, 16), (2, 768, 12, 32), (8, 512, 4, 64), where the kernel before
+# `attention.xla_attention`'s rewrite showed 2.0 to 4.5.) Counted on CPU only.
+CPU_HIDDEN_SCORES = 1.0
 
 TERMS = ("params", "optimizer", "gradients", "activations", "attention_scores", "logits")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Saved:
     """Arrays saved per layer and per token, in units of their last dimension(s):
     `stream` float32 (B, T, W) arrays (the residual stream, norm statistics' inputs),
     `embed` compute-dtype (B, T, W), `heads` compute-dtype (B, T, N, H) (q, k, v, attention
     output), `mlp` compute-dtype (B, T, F); `scores_bytes` bytes per (B, N, T, T) element
-    of the xla kernel; `weights`: the compute-dtype copies of the layer's weight matrices."""
+    of the xla kernel; `weights`: the compute-dtype copies of the layer's weight matrices
+    (all of them where that dtype is narrower than the parameters', else the concatenated
+    q/k/v and gate/up kernels: `fused_matrix_params`)."""
 
     stream: float
     embed: float
@@ -143,21 +162,36 @@ class Saved:
 
 
 def saved(policy: str, ffn: str, compute_bytes: int) -> Saved:
-    """The per-layer residuals of `policy` (from `print_saved_residuals`, Pre-LN, jax 0.10.2;
-    SwiGLU and GELU save the same number of (B, T, F) arrays without remat)."""
+    """The per-layer residuals of `policy` (from `print_saved_residuals`, Pre-LN, jax 0.10.2,
+    flax 0.12.8; the list in the module docstring). Without remat SwiGLU keeps 3 (B, T, F)
+    arrays (its written-out tangent, `ffn.swiglu`: the product and its two derivative
+    factors) and GELU 6 (the up projection and five tanh-approximation intermediates)."""
     c = compute_bytes
-    up = 2 if ffn == "swiglu" else 1  # the up (and gate) matmul outputs
+    up = 2 if ffn == "swiglu" else 1  # the up (and gate) matmul output: one (B, T, 2F) array
     if policy == "none":
-        # x, the two norms' float32 inputs/outputs; q, k, v (+ a grouped view of q);
-        # up, gate, silu(gate), its sigmoid, the product...; softmax output (f32) + its cast
-        return Saved(stream=6, embed=2, heads=4, mlp=6, scores_bytes=FLOAT32 + c, weights=True)
-    if policy == "full":
+        # the two RMSNorms' float32 intermediates (3 each) and compute-dtype outputs (2); q,
+        # k, v (BKGTH/BKSH transposes) and the attention output (BTNH); the float32
+        # probabilities, plus their compute-dtype cast for p v where that dtype is narrower
+        return Saved(stream=6, embed=2, heads=4, mlp=3 if ffn == "swiglu" else 6,
+                     scores_bytes=FLOAT32 + (c if c < FLOAT32 else 0), weights=True)
+    if policy == "full":  # the layer's input (the scan carry)
         return Saved(stream=1, embed=0, heads=0, mlp=0, scores_bytes=0)
-    if policy == "dots_saveable":  # + the attention output p v and the logits q k^T
+    if policy == "dots_saveable":
+        # the carry; the attention projection's output; the fused q/k/v matmul output (3) and
+        # p v (1); the fused gate/up (or up) output; the float32 logits q k^T
         return Saved(stream=1, embed=1, heads=4, mlp=up, scores_bytes=FLOAT32)
-    if policy == "dots_with_no_batch_dims_saveable":
+    if policy == "dots_with_no_batch_dims_saveable":  # as above without p v and q k^T
         return Saved(stream=1, embed=1, heads=3, mlp=up, scores_bytes=0)
     raise ValueError(f"unknown remat policy {policy!r}")
+
+
+def remat_policy_for(remat: str, platform: str) -> str:
+    """`model.remat` with `auto` resolved for `platform` (as `jaxdepth.model.precision`
+    resolves it before a model is built): `dots_saveable` on CPU, `none` on GPU/TPU; any
+    other value unchanged."""
+    if remat != "auto":
+        return remat
+    return "dots_saveable" if platform == "cpu" else "none"
 
 
 # ---------------------------------------------------------------- sharding arithmetic
@@ -193,12 +227,12 @@ def shard_ways(logical: tuple, sizes: dict[str, int], rules: tuple) -> int:
 def param_groups(mcfg) -> list[tuple[int, tuple]]:
     """(count, logical axes) of every parameter group of `Transformer(mcfg)`."""
     L, W, F, V = mcfg.depth, mcfg.width, mcfg.ffn_hidden_size, mcfg.vocab_size
-    N, H = mcfg.heads, mcfg.head_dim
+    N, K, H = mcfg.heads, mcfg.kv_head_count, mcfg.head_dim
     n_ffn_in = 2 if mcfg.ffn == "swiglu" else 1
     per_norm = 2 if mcfg.norm == "layernorm" else 1  # LayerNorm has a bias
     groups = [
         (V * W, ("vocab", "embed")),
-        (3 * L * W * N * H, ("layers", "embed", "heads", "kv")),  # q, k, v
+        (L * W * (N + 2 * K) * H, ("layers", "embed", "heads", "kv")),  # q, k, v
         (L * N * H * W, ("layers", "heads", "kv", "embed")),  # attention out
         (n_ffn_in * L * W * F, ("layers", "embed", "mlp")),
         (L * F * W, ("layers", "mlp", "embed")),
@@ -212,8 +246,16 @@ def param_groups(mcfg) -> list[tuple[int, tuple]]:
 
 def layer_matrix_params(mcfg) -> int:
     """Parameters of one layer's weight matrices (attention and FFN)."""
+    N, K, H, W = mcfg.heads, mcfg.kv_head_count, mcfg.head_dim, mcfg.width
     n_ffn = 3 if mcfg.ffn == "swiglu" else 2
-    return 4 * mcfg.width * mcfg.width + n_ffn * mcfg.width * mcfg.ffn_hidden_size
+    return W * (2 * N + 2 * K) * H + n_ffn * W * mcfg.ffn_hidden_size
+
+
+def fused_matrix_params(mcfg) -> int:
+    """Parameters of one layer's concatenated kernels (`layers.fused_projections`): q/k/v,
+    and SwiGLU's gate/up (GELU's single up kernel is not copied)."""
+    N, K, H, W = mcfg.heads, mcfg.kv_head_count, mcfg.head_dim, mcfg.width
+    return W * (N + 2 * K) * H + (2 * W * mcfg.ffn_hidden_size if mcfg.ffn == "swiglu" else 0)
 
 
 def param_count(mcfg) -> int:
@@ -231,20 +273,23 @@ def sharded_params(mcfg, sizes: dict, rules: tuple) -> float:
 def estimate(mcfg, tcfg, dcfg, pcfg, n_devices: int, platform: str | None = None) -> dict:
     """Bytes per device of a train step: `params`, `optimizer`, `gradients`, `activations`,
     `attention_scores`, `logits` and `total` (module docstring). `mcfg` has its vocab size
-    resolved; an unresolved `dtype`/`attention` (`auto`) is resolved for `platform`
-    (default: this process's backend). `platform="cpu"` adds XLA:CPU's own costs: bfloat16
-    activations counted as float32 (`CPU_BF16`) and `CPU_HIDDEN_SCORES`; None or another
-    platform counts activations as stored."""
+    resolved; an unresolved `dtype`/`attention` (`auto`) is resolved for `platform` as
+    `precision.resolve` does, `remat` (`auto`) by `remat_policy_for`; `platform` None is
+    this process's backend where something is `auto`. `platform="cpu"` adds XLA:CPU's own
+    costs: bfloat16 activations counted as float32 (`CPU_BF16`) and `CPU_HIDDEN_SCORES`;
+    None (nothing `auto`) or another platform counts activations as stored."""
     from jaxdepth.parallel import rules as logical_rules
 
     if mcfg.vocab_size <= 0:
         raise ValueError("estimate needs a resolved vocab_size (> 0)")
-    if mcfg.dtype == "auto" or mcfg.attention == "auto":
+    if "auto" in (mcfg.dtype, mcfg.attention, mcfg.remat):
         from jaxdepth.model import precision
 
         if platform is None:
             platform = precision.backend()[0]
-        mcfg = precision.resolve(mcfg, platform, "NVIDIA" if platform == "gpu" else "")
+        if mcfg.dtype == "auto" or mcfg.attention == "auto":
+            mcfg = precision.resolve(mcfg, platform, "NVIDIA" if platform == "gpu" else "")
+        mcfg = dataclasses.replace(mcfg, remat=remat_policy_for(mcfg.remat, platform))
     sizes, rules = mesh_sizes(pcfg, n_devices), logical_rules(pcfg)
     ways = lambda *axes: shard_ways(axes, sizes, rules)  # noqa: E731
     p_bytes, c = DTYPE_BYTES[mcfg.param_dtype], DTYPE_BYTES[mcfg.dtype]
@@ -270,9 +315,11 @@ def estimate(mcfg, tcfg, dcfg, pcfg, n_devices: int, platform: str | None = None
 
     policy = saved(mcfg.remat, mcfg.ffn, c)
     layer_all = saved("none", mcfg.ffn, c)
-    cast = DTYPE_BYTES[mcfg.dtype]  # the weight copies are stored as cast, even on CPU
-    weights = (L * layer_matrix_params(mcfg) * cast * n_local / param_count(mcfg)
-               if policy.weights and cast != p_bytes else 0.0)
+    # the weight copies saved without remat, in the compute dtype (even on CPU): every
+    # matrix cast where that dtype differs from the parameters', else only the fused kernels
+    cast = DTYPE_BYTES[mcfg.dtype]
+    copied = layer_matrix_params(mcfg) if cast != p_bytes else fused_matrix_params(mcfg)
+    weights = L * copied * cast * n_local / param_count(mcfg) if policy.weights else 0.0
     ws_layers, ws_scores = WORKSPACE[mcfg.remat]
     activations = (L * tokens * per_token(policy) + ws_layers * tokens * per_token(layer_all)
                    + weights + dcfg.batch_size / ways("batch") * (T + 1) * 4)
@@ -327,7 +374,8 @@ def human_bytes(n: float) -> str:
     """1536 -> '1.5KiB', binary units, no space (one token in a text table)."""
     for unit, div in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if abs(n) >= div:
-            return f"{n / div:.3g}{unit}"
+            v = n / div  # 1000 to 1023 units: no exponent ('1e+03')
+            return f"{v:.3g}{unit}" if abs(v) < 1000 else f"{v:.0f}{unit}"
     return f"{n:.0f}B"
 
 
