@@ -160,18 +160,10 @@ def tokens_np(args):
 
 
 def jax_matmul_peak(n: int = MATMUL_N, repeats: int = MATMUL_REPEATS) -> float:
-    import jax
-    import jax.numpy as jnp
+    """jax's float32 n x n matmul peak, as `jaxdepth bench` measures it."""
+    from jaxdepth.bench import matmul_peak
 
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f(a).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
+    return matmul_peak("float32", "cpu", n, repeats)["flops_per_s"]
 
 
 # ---------------------------------------------------------------- torch side

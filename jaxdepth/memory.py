@@ -34,7 +34,7 @@ compile, no device): bytes per device of
   the parameters, the compute-dtype copies of all the layer's weight matrices.
   `model.remat` picks the policy (jax docs, "Gradient checkpointing":
   https://docs.jax.dev/en/latest/gradient-checkpointing.html, and `jax.checkpoint_policies`;
-  `auto` is resolved for the platform, `remat_policy_for`): `none` saves every intermediate
+  `auto` is resolved for the platform, `precision.remat_for`): `none` saves every intermediate
   of every layer; `full` saves only each layer's input (the scan carry) and recomputes one
   layer at a time in the backward pass; `dots_saveable` saves the matmul outputs the
   backward pass needs (the fused q/k/v and gate/up outputs, the attention logits and p v,
@@ -185,15 +185,6 @@ def saved(policy: str, ffn: str, compute_bytes: int) -> Saved:
     raise ValueError(f"unknown remat policy {policy!r}")
 
 
-def remat_policy_for(remat: str, platform: str) -> str:
-    """`model.remat` with `auto` resolved for `platform` (as `jaxdepth.model.precision`
-    resolves it before a model is built): `dots_saveable` on CPU, `none` on GPU/TPU; any
-    other value unchanged."""
-    if remat != "auto":
-        return remat
-    return "dots_saveable" if platform == "cpu" else "none"
-
-
 # ---------------------------------------------------------------- sharding arithmetic
 
 
@@ -274,7 +265,7 @@ def estimate(mcfg, tcfg, dcfg, pcfg, n_devices: int, platform: str | None = None
     """Bytes per device of a train step: `params`, `optimizer`, `gradients`, `activations`,
     `attention_scores`, `logits` and `total` (module docstring). `mcfg` has its vocab size
     resolved; an unresolved `dtype`/`attention` (`auto`) is resolved for `platform` as
-    `precision.resolve` does, `remat` (`auto`) by `remat_policy_for`; `platform` None is
+    `precision.resolve` does, `remat` (`auto`) by `precision.remat_for`; `platform` None is
     this process's backend where something is `auto`. `platform="cpu"` adds XLA:CPU's own
     costs: bfloat16 activations counted as float32 (`CPU_BF16`) and `CPU_HIDDEN_SCORES`;
     None (nothing `auto`) or another platform counts activations as stored."""
@@ -289,7 +280,7 @@ def estimate(mcfg, tcfg, dcfg, pcfg, n_devices: int, platform: str | None = None
             platform = precision.backend()[0]
         if mcfg.dtype == "auto" or mcfg.attention == "auto":
             mcfg = precision.resolve(mcfg, platform, "NVIDIA" if platform == "gpu" else "")
-        mcfg = dataclasses.replace(mcfg, remat=remat_policy_for(mcfg.remat, platform))
+        mcfg = dataclasses.replace(mcfg, remat=precision.remat_for(mcfg.remat, platform))
     sizes, rules = mesh_sizes(pcfg, n_devices), logical_rules(pcfg)
     ways = lambda *axes: shard_ways(axes, sizes, rules)  # noqa: E731
     p_bytes, c = DTYPE_BYTES[mcfg.param_dtype], DTYPE_BYTES[mcfg.dtype]

@@ -128,10 +128,9 @@ def test_unresolved_auto_is_resolved_for_the_platform():
     assert est(cfg, platform="cpu")["total"] == est(
         run(model=dict(dtype="float32", attention="xla")), platform="cpu")["total"]
     # remat auto: dots_saveable on CPU, none elsewhere (what the model is built with)
-    assert memory.remat_policy_for("auto", "cpu") == "dots_saveable"
-    assert memory.remat_policy_for("auto", "gpu") == memory.remat_policy_for("auto", "tpu") \
-        == "none"
-    assert memory.remat_policy_for("full", "cpu") == "full"
+    assert precision.remat_for("auto", "cpu") == "dots_saveable"
+    assert precision.remat_for("auto", "gpu") == precision.remat_for("auto", "tpu") == "none"
+    assert precision.remat_for("full", "cpu") == "full"
     auto = run(model=dict(remat="auto"))
     for platform, remat in (("cpu", "dots_saveable"), ("gpu", "none"), ("tpu", "none")):
         assert est(auto, platform=platform) == est(run(model=dict(remat=remat)),

@@ -45,7 +45,7 @@ def rope_tables(T: int, H: int, theta: float, dtype):
 
 def rope(*xs_BTNH: jnp.ndarray, theta: float):
     """Rotary position embedding, rotate-half form (Su et al. 2021, arXiv 2104.09864), of
-    each (B, T, heads, H) array, with one table in the arrays' dtype (as Hugging Face's Llama
+    each (B, T, heads, H) array (a tuple, in order), with one table in the arrays' dtype (as Hugging Face's Llama
     applies it: in the compute dtype)."""
     _, T, _, H = xs_BTNH[0].shape
     cos_TG, sin_TG = rope_tables(T, H, theta, xs_BTNH[0].dtype)
@@ -55,8 +55,7 @@ def rope(*xs_BTNH: jnp.ndarray, theta: float):
         x1, x2 = jnp.split(x, 2, axis=-1)
         return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
-    out = tuple(rotate(x) for x in xs_BTNH)
-    return out if len(out) > 1 else out[0]
+    return tuple(rotate(x) for x in xs_BTNH)
 
 
 def _attention_probs(q_BKGTH, k_BKSH, scale):
