@@ -36,7 +36,9 @@ PARAM_DTYPES = ("float32", "bfloat16")
 ATTENTIONS = ("auto", "xla", "cudnn", "splash")
 # hyperparameter transfer across width and depth (jaxdepth.model.parameterization)
 PARAMETERIZATIONS = ("sp", "mup", "completep")
-CHOICES = {"model.parameterization": PARAMETERIZATIONS, "model.norm": NORMS, "model.ffn": FFNS,
+# which targets the loss counts: every next token, or a synthetic task's answers alone
+LOSS_ON = ("all", "answers")
+CHOICES = {"data.loss_on": LOSS_ON, "model.parameterization": PARAMETERIZATIONS, "model.norm": NORMS, "model.ffn": FFNS,
            "model.positions": POSITIONS,
            "model.remat": REMAT_POLICIES,
            "model.dtype": DTYPES, "model.param_dtype": PARAM_DTYPES,
@@ -110,6 +112,13 @@ class DataConfig:
     val_fraction: float = 0.05  # fraction of documents (files) held out for validation
     seed: int = 0
     cache_dir: str = ""  # "": ~/.cache/jaxdepth
+    # a synthetic capability task instead of a corpus (jaxdepth.data.tasks: khop, var_chain,
+    # state_tracking, facts), generated on the fly in sequences of seq_len positions; "": the
+    # corpus in `source`
+    task: str = ""
+    difficulty: int = 0  # the task's difficulty (k hops, chain length, word length, hops); 0: its default
+    task_options: str = ""  # the task's options, "name=value,..." (e.g. "alphabet=4")
+    loss_on: str = "all"  # one of LOSS_ON; answers: only a task's answer targets are trained on
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,9 @@ class TrainConfig:
     init_from: str = ""  # a run dir: its latest checkpoint's params initialise this run
     microbatches: int = 1  # gradient accumulation: the global batch in k sequential slices
     layer_stats: bool = True  # per-layer residual RMS, update ratios, grad norms in metrics
+    # a task run ends (done) at the first evaluation whose exact-match accuracy reaches this
+    # (the step is recorded as `solved_step`); 0: train every step
+    stop_at_accuracy: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -335,10 +347,24 @@ def validate(cfg: RunConfig) -> RunConfig:
     checks += [(get_dotted(values, key) in valid,
                 f"{key} '{get_dotted(values, key)}' is unknown; valid: {', '.join(valid)}")
                for key, valid in CHOICES.items()]
+    checks += [
+        (d.loss_on != "answers" or d.task, "data.loss_on=answers needs a synthetic task "
+         "(data.task=khop|var_chain|state_tracking|facts): a corpus has no answers marked"),
+        (0.0 <= t.stop_at_accuracy <= 1.0,
+         f"train.stop_at_accuracy must be in [0, 1] (0 disables), got {t.stop_at_accuracy}"),
+        (t.stop_at_accuracy == 0.0 or d.task, "train.stop_at_accuracy needs a synthetic task "
+         "(data.task): a corpus has no exact-match accuracy"),
+        (d.difficulty >= 0, f"data.difficulty must be >= 0 (0: the task's default), got "
+         f"{d.difficulty}"),
+    ]
     for ok, msg in checks:
         if not ok:
             raise UserError(msg)
     parse_spec(d.tokenizer, d.bpe_vocab_size)  # a UserError naming the valid kinds
+    if d.task:  # the task's own checks: name, difficulty, options, length
+        from jaxdepth.data.tasks import task_of
+
+        task_of(d)
     return cfg
 
 
@@ -353,7 +379,7 @@ def check_paths(cfg: RunConfig) -> RunConfig:
                         f"(expected {t.init_from}/checkpoints/<step>)")
     from jaxdepth.data.sources import EMBEDDED
 
-    if d.source not in EMBEDDED and not Path(d.source).expanduser().exists():
+    if not d.task and d.source not in EMBEDDED and not Path(d.source).expanduser().exists():
         raise UserError(
             f"data.source '{d.source}' does not exist; give 'stdlib' or 'pydoc' (embedded), a "
             "directory made by `jaxdepth prepare`, a text file, a directory of text files, or a "

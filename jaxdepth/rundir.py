@@ -147,6 +147,14 @@ def read_status(run_dir) -> dict:
     return read_json(epath.Path(run_dir) / STATUS, {})
 
 
+def is_finished(status: dict, steps: int) -> bool:
+    """Nothing left to train: diverged (its loss is data), done with all `steps`, or done
+    early because it solved its task (`solved_step`, `train.stop_at_accuracy`)."""
+    st = status.get("status")
+    return st == "diverged" or (st == "done" and (status.get("step", 0) >= steps
+                                                  or "solved_step" in status))
+
+
 def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two config dicts."""
     out = []

@@ -57,6 +57,6 @@ def test_built_step_with_microbatches_matches_loss_and_grad_norm():
     np.testing.assert_allclose(m[1]["loss"], m[0]["loss"], rtol=1e-6)
     np.testing.assert_allclose(m[1]["grad_norm"], m[0]["grad_norm"], rtol=1e-5)
     # evaluation goes in the same micro-batches, with the whole batch's mean loss
-    ev = [b.eval_step(state.params, jax.device_put({"tokens": _tokens()}, b.batch_sharding))
+    ev = [b.eval_step(state.params, jax.device_put({"tokens": _tokens()}, b.batch_sharding))["loss"]
           for b in steps]
     np.testing.assert_allclose(ev[1], ev[0], rtol=1e-6)

@@ -157,3 +157,39 @@ def val_batches(corpus: Corpus, dcfg, n_batches: int, process_index: int = 0,
     windows = np.stack([window(corpus.val, T, int(i)) for i in idx]).reshape(n_batches, B, T + 1)
     b = per_process_batch(B, process_count)
     return windows[:, process_index * b:(process_index + 1) * b]
+
+
+@dataclass(frozen=True)
+class CorpusData:
+    """A prepared corpus as the train loop reads it (`load_data`; a task's is
+    `jaxdepth.data.tasks.stream.TaskData`)."""
+
+    corpus: Corpus
+    dcfg: object
+
+    @property
+    def tokenizer(self):
+        return self.corpus.tokenizer
+
+    def bytes_per_token(self, split: str) -> float:
+        return getattr(self.corpus, split).bytes_per_token
+
+    def train_iterator(self, process_index: int = 0, process_count: int = 1):
+        return train_iterator(self.corpus, self.dcfg, process_index, process_count)
+
+    def val_batches(self, n_batches: int, process_index: int = 0,
+                    process_count: int = 1) -> list[dict]:
+        return [{"tokens": v} for v in val_batches(self.corpus, self.dcfg, n_batches,
+                                                   process_index, process_count)]
+
+
+def load_data(dcfg, progress: bool | None = False):
+    """The training data `dcfg` names: a synthetic task (`data.task`, generated on the fly)
+    or a corpus (prepared on first use), each with `tokenizer`, `train_iterator(p, n)`,
+    `val_batches(k, p, n)` (a list of batch dicts) and `bytes_per_token(split)` (None for
+    a task: bits per byte mean nothing there)."""
+    if dcfg.task:
+        from jaxdepth.data.tasks.stream import load_task
+
+        return load_task(dcfg)
+    return CorpusData(load_corpus(dcfg, progress), dcfg)

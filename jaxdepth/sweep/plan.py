@@ -47,10 +47,10 @@ class Reference:
 def resolved_vocab(dcfg) -> int:
     """The model's vocab size for this data config (the tokenizer's, rounded up to 64); one
     corpus load per data config, however many runs share it."""
-    from jaxdepth.data.pipeline import load_corpus
+    from jaxdepth.data.pipeline import load_data
     from jaxdepth.train.build import resolve_model
 
-    return resolve_model(ModelConfig(), load_corpus(dcfg).tokenizer.vocab_size).vocab_size
+    return resolve_model(ModelConfig(), load_data(dcfg).tokenizer.vocab_size).vocab_size
 
 
 def planned(cfg: RunConfig) -> dict:

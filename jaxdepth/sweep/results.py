@@ -37,6 +37,7 @@ CONFIG_COLUMNS = {  # column -> dotted config key
     "seq_len": "data.seq_len", "batch_size": "data.batch_size",
     "layer_lr_decay": "train.layer_lr_decay", "train_last_layers": "train.train_last_layers",
     "init_from": "train.init_from", "parameterization": "model.parameterization",
+    "task": "data.task", "difficulty": "data.difficulty", "loss_on": "data.loss_on",
 }
 
 
@@ -89,6 +90,10 @@ def run_row(cfg_dict: dict, run_dir: Path, extra_keys=()) -> dict:
         final_loss=status.get("final_loss"), final_val_loss=status.get("final_val_loss"),
         status=status.get("status", "pending"), step=status.get("step", 0),
         wall_time_s=status.get("wall_time_s"), tokens_per_s=median_tokens_per_s(records))
+    if d.task:  # exact match on the held-out examples, and the step it was reached at
+        row.update(final_val_accuracy=status.get("final_val_accuracy"),
+                   final_val_exact_match=status.get("final_val_exact_match"),
+                   solved_step=status.get("solved_step"))
     row.update(diagnostics_summary(records[-1] if records else None, m.scheme, m.width))
     return row
 

@@ -53,10 +53,9 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def is_finished(status: dict, cfg: RunConfig) -> bool:
-    """Diverged (its loss is data), or done with all of `train.steps` (raising the steps
-    in the spec changes the run id, so a done run is never extended in place)."""
-    st = status.get("status")
-    return st == "diverged" or (st == "done" and status.get("step", 0) >= cfg.train.steps)
+    """`rundir.is_finished` (raising the steps in the spec changes the run id, so a done
+    run is never extended in place)."""
+    return rundir.is_finished(status, cfg.train.steps)
 
 
 def write_index(out_dir, spec: SweepSpec, runs: list[RunConfig]) -> None:

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from jaxdepth.config import (
-    ModelConfig,
     RunConfig,
     apply_overrides,
     check_paths,
@@ -171,8 +170,11 @@ def load_spec(spec: str | Path | dict, overrides: list[str] = ()) -> SweepSpec:
 
 PARAMETERIZATION_KEYS = ("parameterization", "base_width", "base_depth", "depth_alpha",
                          "input_mult", "output_mult")
-# model keys added after run ids were fixed (architectures imported from Hugging Face)
-LATER_MODEL_KEYS = ("kv_heads", "positions", "max_positions", "qkv_bias", "proj_bias")
+# keys added after run ids were fixed: architectures imported from Hugging Face, synthetic
+# tasks; at their defaults they are left out of the hash
+LATER_KEYS = ("model.kv_heads", "model.positions", "model.max_positions", "model.qkv_bias",
+              "model.proj_bias", "data.task", "data.difficulty", "data.task_options",
+              "data.loss_on", "train.stop_at_accuracy")
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -189,10 +191,11 @@ def run_id(cfg: RunConfig) -> str:
     if cfg.model.parameterization == "sp":  # its keys act only under mup/completep, and sp
         for name in PARAMETERIZATION_KEYS:  # runs keep the ids they had before them
             d["model"].pop(name)
-    default = ModelConfig()
-    for name in LATER_MODEL_KEYS:  # at their defaults, runs keep the ids they had before them
-        if getattr(cfg.model, name) == getattr(default, name):
-            d["model"].pop(name)
+    default = to_dict(RunConfig())
+    for key in LATER_KEYS:  # at their defaults, runs keep the ids they had before them
+        section, name = key.split(".")
+        if d[section][name] == default[section][name]:
+            d[section].pop(name)
     digest = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode())
     m = cfg.model
     tag = "" if m.parameterization == "sp" else f"_{m.parameterization}"

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from jaxdepth import checkpoint, memory, parallel, rundir
 from jaxdepth.config import RunConfig, TrainConfig, check_paths, to_dict
-from jaxdepth.data.pipeline import load_corpus, train_iterator, val_batches
+from jaxdepth.data.pipeline import load_data
 from jaxdepth.data.shards import bits_per_byte
 from jaxdepth.errors import UserError
 from jaxdepth.model import count_params, precision
@@ -39,7 +39,11 @@ from jaxdepth.train.build import build, resolve_model
 # TrainConfig fields `build` does not read: neutral values in its cache key, so that runs
 # differing only in seed, logging or checkpointing share one compiled step (sweeps).
 _NOT_BUILT = ("seed", "log_every", "eval_every", "eval_batches", "ckpt_every",
-              "keep_checkpoints", "diverge_loss", "init_from")
+              "keep_checkpoints", "diverge_loss", "init_from", "stop_at_accuracy")
+
+
+# the last logged values a finished run records in status.json as final_<key>
+LAST_KEYS = ("loss", "val_loss", "val_bpb", "val_accuracy", "val_exact_match")
 
 
 def build_key(t_cfg: TrainConfig) -> TrainConfig:
@@ -82,21 +86,20 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
     check_same_run(run_dir, cfg_dict)
     t_cfg, d_cfg = cfg.train, cfg.data
     status = read_status(run_dir)
-    finished = status.get("status") == "done" and status.get("step", 0) >= t_cfg.steps
-    if finished or status.get("status") == "diverged":  # a diverged run is a result
+    if rundir.is_finished(status, t_cfg.steps):  # a diverged run is a result
         return status
     pid, pcount = jax.process_index(), jax.process_count()
     is_writer = pid == 0
 
-    corpus = load_corpus(d_cfg, progress=None if progress and is_writer else False)
-    tok = corpus.tokenizer
+    data = load_data(d_cfg, progress=None if progress and is_writer else False)
+    tok = data.tokenizer
     mcfg = resolve_model(cfg.model, tok.vocab_size)
     memory.check_run(cfg, mcfg, n_devices=mesh.size if mesh is not None else None)
     b = build(mcfg, build_key(t_cfg), cfg.parallel, d_cfg.seq_len, tok.pad_id, mesh)
     check_microbatches(d_cfg.batch_size, t_cfg.microbatches, b.batch_sharding)
-    data_iter = train_iterator(corpus, d_cfg, pid, pcount)
-    val = [parallel.global_batch({"tokens": v}, b.batch_sharding)
-           for v in val_batches(corpus, d_cfg, t_cfg.eval_batches, pid, pcount)]
+    data_iter = data.train_iterator(pid, pcount)
+    val = [parallel.global_batch(v, b.batch_sharding)
+           for v in data.val_batches(t_cfg.eval_batches, pid, pcount)]
     if is_writer:  # after the mesh and batch checks, so a rejected config leaves no trace
         write_json(run_dir / CONFIG, cfg_dict)
         _save_tokenizer(tok, run_dir / TOKENIZER)
@@ -116,6 +119,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
             what="train.init_from"))
     if is_writer:
         truncate_metrics(run_dir, start)
+    bpt_train, bpt_val = data.bytes_per_token("train"), data.bytes_per_token("val")
     n_params = count_params(state.params)
     n_nonembed = count_params(state.params, non_embedding=True)
     tokens_per_step = d_cfg.batch_size * d_cfg.seq_len
@@ -130,8 +134,16 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
         from tensorboardX import SummaryWriter
         tb = SummaryWriter(str(run_dir / "tb"))
 
-    def evaluate(params) -> float:
-        return float(np.mean([float(b.eval_step(params, v)) for v in val]))
+    def evaluate(params) -> dict:
+        """val_loss (the mean over the held-out batches) and, for a task, `val_accuracy`
+        (answer tokens right) and `val_exact_match` (examples with every answer right)."""
+        sums = [jax.device_get(b.eval_step(params, v)) for v in val]
+        out = {"val_loss": float(np.mean([s["loss"] for s in sums]))}
+        if "answers" in sums[0]:
+            total = {k: sum(float(s[k]) for s in sums) for k in sums[0] if k != "loss"}
+            out["val_accuracy"] = total["correct"] / max(total["answers"], 1.0)
+            out["val_exact_match"] = total["exact"] / max(total["examples"], 1.0)
+        return out
 
     bar = tqdm(total=t_cfg.steps, initial=start, disable=not (progress and is_writer),
                desc=cfg.name, unit="step", dynamic_ncols=True)
@@ -141,6 +153,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
     stop = preempt.StopRequest()
     try:
         with stop:  # from here a signal only asks to stop at a step boundary
+            solved = False
             while step < t_cfg.steps:
                 if stop.agreed(step):  # at every boundary, on every process alike
                     who = f" (process {pid} of {pcount})" if pcount > 1 else ""
@@ -161,13 +174,14 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
                     now = time.time()
                     rec["tokens_per_s"] = (step - step_last) * tokens_per_step / (now - t_last)
                     t_last, step_last = now, step
-                    rec["bpb"] = bits_per_byte(rec["loss"], corpus.train.bytes_per_token)
+                    if bpt_train is not None:
+                        rec["bpb"] = bits_per_byte(rec["loss"], bpt_train)
                     if (t_cfg.eval_every and step % t_cfg.eval_every == 0) or final:
-                        rec["val_loss"] = evaluate(state.params)
-                        rec["val_bpb"] = bits_per_byte(rec["val_loss"],
-                                                       corpus.val.bytes_per_token)
+                        rec.update(evaluate(state.params))
+                        if bpt_val is not None:
+                            rec["val_bpb"] = bits_per_byte(rec["val_loss"], bpt_val)
                     diverged = not math.isfinite(rec["loss"]) or rec["loss"] > diverge_at
-                    last.update({k: rec[k] for k in ("loss", "val_loss", "val_bpb") if k in rec})
+                    last.update({k: rec[k] for k in LAST_KEYS if k in rec})
                     if is_writer:
                         append_metrics(run_dir, rec)
                         _tensorboard(tb, rec)
@@ -179,18 +193,24 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
                                       reason=f"loss {rec['loss']:.4g} is not finite or above "
                                              f"{diverge_at:.3g}")
                         break
+                    if (t_cfg.stop_at_accuracy > 0
+                            and rec.get("val_exact_match", -1.0) >= t_cfg.stop_at_accuracy):
+                        solved = final = True  # the task is solved: done at this step
+                        status["solved_step"] = step
                 bar.update(1)
                 if step % t_cfg.ckpt_every == 0 or final:
                     checkpoint.save(mngr, step, state, data_iter, cfg_dict)
                     saved = step
+                if solved:
+                    break
                 if stop_at is not None and step >= stop_at:
                     mngr.wait_until_finished()
                     status.update(status="interrupted", step=step)
                     break
-            else:
-                status.update(status="done", step=step, final_loss=last.get("loss"),
-                              final_val_loss=last.get("val_loss"),
-                              final_val_bpb=last.get("val_bpb"))
+            if solved or (step >= t_cfg.steps and status["status"] == "running"):
+                status.update(status="done", step=step,
+                              **{f"final_{k}": last.get(k) for k in LAST_KEYS
+                                 if k in last or k in ("loss", "val_loss", "val_bpb")})
     except KeyboardInterrupt:  # aborted (a second Ctrl-C): no checkpoint mid-step
         status.update(status="interrupted", step=saved)
         raise
