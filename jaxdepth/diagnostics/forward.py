@@ -41,10 +41,12 @@ def unembed(params, mcfg, h_BTW):
 
 
 def sum_over_batches(per_batch, batches_CBS):
-    """The sum over the C batches of `per_batch(tokens_BS)`, a pytree of sums, as one
-    `lax.scan` (one compile whatever C)."""
+    """The sum over the C batches of `per_batch(batch)`, a pytree of sums, as one `lax.scan`
+    (one compile whatever C). `batches_CBS`: a stack of token windows (C, B, S), or any
+    pytree of arrays with a leading batch axis C (a task's stacked batch dicts)."""
+    first = jax.tree.map(lambda x: x[0], batches_CBS)
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                         jax.eval_shape(per_batch, batches_CBS[0]))
+                         jax.eval_shape(per_batch, first))
 
     def body(acc, tokens_BS):
         return jax.tree.map(jnp.add, acc, per_batch(tokens_BS)), None

@@ -29,7 +29,8 @@ from jaxdepth.rundir import read_json, write_json
 from jaxdepth.sweep.claim import check_claims_supported
 
 EXPERIMENTS = ("stacking_failure", "curse_of_depth", "depth_delusion", "gradient_persistence",
-               "stabilizers_vs_dcrit", "lr_transfer", "pretrained_depth", "layerwise_finetune")
+               "stabilizers_vs_dcrit", "lr_transfer", "pretrained_depth", "layerwise_finetune",
+               "capability_depth")
 # experiments that are not a sweep: their module's `run_experiment(out, size, overrides,
 # progress)` does the work (on process 0) and `plan_text(size, overrides)` describes it
 PROCEDURES = ("pretrained_depth", "layerwise_finetune")
@@ -45,6 +46,9 @@ TITLES = {
                         "(arXiv 2502.05795, 2403.17887, 2403.03853)",
     "layerwise_finetune": "Fine-tuning only later layers: gain on a new corpus against what "
                           "is forgotten",
+    "capability_depth": "Depth for capability: the minimal depth that solves k-hop induction, "
+                        "variable chains, state tracking and fact composition (arXiv 2402.09268, "
+                        "2503.03961)",
 }
 
 

@@ -199,7 +199,74 @@ def _lr_transfer(size: str) -> dict:
                  head_dim=64 if size == "paper" else 16)
 
 
-SWEEPS = {"curse_of_depth": _curse, "lr_transfer": _lr_transfer, "depth_delusion": _delusion,
+# capability_depth: synthetic tasks whose depth need is dialled by a difficulty (docs/
+# literature.md §9): for each (task, difficulty), a fixed width trained at depths 1..D on the
+# same token budget, several seeds, each run stopped at the first evaluation reaching the
+# exact-match criterion; plus one wide-shallow shape with the deepest model's parameter count
+# (the depth-vs-width panel). Rows of `tasks`: (task, difficulties, seq_len, loss_on,
+# options). Tagging tasks (khop, state_tracking) train on every position's label
+# (loss_on=all, their dense supervision) and score the last; prompt-and-answer tasks train on
+# the answers alone. One seq_len and a 64-entry vocabulary for khop, var_chain and A5 state
+# tracking, so that their runs share compiled steps (facts has 92 symbols: a second set).
+SOLVED_AT = 0.95  # exact match that counts as solved (the issue's criterion)
+CAPABILITY = {
+    "tiny": dict(width=32, depths=[1, 2], wide=(1, 48), seeds=[0], steps=40, batch_size=16,
+                 lr=3e-3, eval_every=20, eval_batches=2,
+                 tasks=[("khop", [1, 2], 24, "all", ""),
+                        ("var_chain", [1, 2], 24, "answers", ""),
+                        ("state_tracking", [2, 4], 24, "all", "group=A5"),
+                        ("facts", [1, 2], 24, "answers", "")]),
+    # what a 2-core CPU trains in under 45 minutes: depths 1-4 (a single layer does k = 1
+    # induction only slowly; k = 4 needs three), the difficulties some depth solves within
+    # 1200 steps, two seeds
+    "default": dict(width=64, depths=[1, 2, 3, 4], wide=(1, 128), seeds=[0, 1],
+                    steps=1200, batch_size=32, lr=3e-3, eval_every=100, eval_batches=8,
+                    tasks=[("khop", [1, 2, 4], 40, "all", ""),
+                           ("var_chain", [1, 2], 40, "answers", ""),
+                           ("state_tracking", [2, 3], 40, "all", "group=A5"),
+                           ("facts", [1, 2, 3], 40, "answers", "")]),
+    # an accelerator's: the published tasks' sizes (hop_k to k = 16 in 128 positions, S5
+    # words to 64), depths to 12, three seeds
+    "paper": dict(width=256, depths=list(range(1, 13)), wide=(3, 512), seeds=[0, 1, 2],
+                  steps=20000, batch_size=256, lr=1e-3, eval_every=500, eval_batches=8,
+                  tasks=[("khop", [1, 2, 4, 8, 16], 136, "all", ""),
+                         ("var_chain", [1, 2, 4, 8, 16], 136, "answers", ""),
+                         ("state_tracking", [4, 8, 16, 32, 64], 136, "all", "group=S5"),
+                         ("facts", [1, 2, 3], 136, "answers", "people=1000,cities=100,"
+                          "countries=20,continents=5")]),
+}
+
+
+def capability_shapes(size: str) -> list[tuple[int, int]]:
+    """(depth, width) of every model: the depth axis at the base width, then the wide-shallow
+    shape of the deepest one's parameter count."""
+    g = CAPABILITY[size]
+    return [(d, g["width"]) for d in g["depths"]] + [tuple(g["wide"])]
+
+
+def _capability(size: str) -> dict:
+    g = CAPABILITY[size]
+    rows = [(t, d, T, loss, opts) for t, ds, T, loss, opts in g["tasks"] for d in ds]
+    shapes = capability_shapes(size)
+    base = dict(model=dict(width=g["width"], heads=g["width"] // 16, depth=1, scheme="pre"),
+                data=dict(batch_size=g["batch_size"]),
+                train=dict(lr=g["lr"], warmup_steps=min(100, g["steps"] // 10),
+                           steps=g["steps"], log_every=g["eval_every"],
+                           eval_every=g["eval_every"], eval_batches=g["eval_batches"],
+                           ckpt_every=g["steps"], stop_at_accuracy=SOLVED_AT,
+                           layer_stats=False))
+    spec = dict(name=f"capability_depth_{size}", base=base, head_dim=16,
+                grid={"train.seed": g["seeds"]},
+                zip=[{"model.depth": [d for d, _ in shapes], "model.width": [w for _, w in shapes]},
+                     {"data.task": [r[0] for r in rows], "data.difficulty": [r[1] for r in rows],
+                      "data.seq_len": [r[2] for r in rows], "data.loss_on": [r[3] for r in rows],
+                      "data.task_options": [r[4] for r in rows]}])
+    if size == "paper":
+        spec["overrides"] = {"model.dtype": "bfloat16", "model.param_dtype": "float32"}
+    return spec
+
+
+SWEEPS = {"capability_depth": _capability, "curse_of_depth": _curse, "lr_transfer": _lr_transfer, "depth_delusion": _delusion,
           "gradient_persistence": _persistence, "stabilizers_vs_dcrit": _stabilizers}
 
 # stacking_failure trains nothing: signal propagation at init (jaxdepth.diagnostics.signal).
