@@ -24,7 +24,7 @@ from jaxdepth.report.fits import per_width_minimum, power_law
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = ["stacking_failure", "curse_of_depth", "depth_delusion", "gradient_persistence",
-         "stabilizers_vs_dcrit"]
+         "stabilizers_vs_dcrit", "capability_depth"]
 # a no-op override (the spec's own value): recorded in experiment.json, retrains nothing
 OVERRIDES = {"gradient_persistence": ["train.log_every=5"]}
 
@@ -76,6 +76,21 @@ def test_report_regenerates_without_training(tiny_results, capsys):
     assert before == {p: p.stat().st_mtime for p in before}  # nothing retrained
 
 
+def test_report_as_experiment_reports_a_plain_sweep(tiny_results, tmp_path, capsys):
+    """`jaxdepth report DIR --as NAME`: a sweep of one's own (here the tiny capability sweep
+    copied without its experiment.json) reported as that experiment."""
+    import shutil
+
+    shutil.copytree(tiny_results[0] / "capability_depth" / "sweep", tmp_path / "sweep")
+    assert main(["report", str(tmp_path), "--as", "capability_depth"]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "Size: `custom`" in report and "## Exact match by depth and difficulty" in report
+    assert json.loads((tmp_path / "experiment.json").read_text())["experiment"] == "capability_depth"
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "nothing"), "--as", "capability_depth"]) == 2
+    assert "holds no sweep.json" in capsys.readouterr().err
+
+
 def test_report_rejects_non_experiment_dir(tmp_path):
     from jaxdepth.report import cli
 
@@ -124,7 +139,8 @@ def test_overrides_reach_the_runs_after_the_specs_own(tmp_path, capsys):
     (["curse_of_depth", "model.heads=4"], ["model.heads", "head_dim"]),
     (["curse_of_depth", "train.stepz=4"], ["unknown config key 'train.stepz'"]),
     (["stacking_failure", "model.width=8"], ["takes no overrides"]),
-    (["depth_illusion"], ["unknown experiment 'depth_illusion'", ", ".join(ORDER)]),
+    (["depth_illusion"], ["unknown experiment 'depth_illusion'", ", ".join(ORDER[:5]),
+                          "capability_depth"]),
 ])
 def test_refused_before_anything_runs(tmp_path, capsys, argv, words):
     out = tmp_path / "out"

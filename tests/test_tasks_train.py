@@ -128,6 +128,10 @@ def test_solved_run_stops_at_its_evaluation_and_stays_done(tmp_path):
     assert read_json(tmp_path / "run" / "status.json")["solved_step"] == 4
     again = train(cfg, tmp_path / "run", progress=False)
     assert again["step"] == 4 and again["status"] == "done"
+    from jaxdepth.diagnostics.run_analysis import analyze_run
+
+    with pytest.raises(UserError, match="synthetic task 'state_tracking', which has no text"):
+        analyze_run(tmp_path / "run")  # a task run is the capability report's to analyse
 
 
 @pytest.mark.parametrize("overrides,words", [

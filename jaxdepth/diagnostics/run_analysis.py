@@ -86,6 +86,11 @@ def restore_run(run_dir: Path, step: int | None, data_overrides=()):
     from jaxdepth.data.pipeline import load_corpus
 
     cfg, mcfg, params, s = restore_model(run_dir, step, data_overrides)
+    if cfg.data.task:
+        raise UserError(f"'{run_dir}' trained on the synthetic task '{cfg.data.task}', which "
+                        "has no text to analyse; `jaxdepth experiment capability_depth` reports "
+                        "tasks (logit lens and layer removal at the answers), or give "
+                        "data.task= data.source=... to measure it on a corpus")
     corpus = load_corpus(cfg.data)
     if corpus.tokenizer.vocab_size > mcfg.vocab_size:
         raise UserError(f"data.tokenizer '{cfg.data.tokenizer}' has {corpus.tokenizer.vocab_size} "

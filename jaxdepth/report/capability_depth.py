@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -109,10 +110,21 @@ class Grid:
 
 
 def grid_of(meta: dict, rows) -> Grid:
-    g = CAPABILITY[meta["size"]]
-    present = {r["task"] for r in rows}
-    return Grid(tasks=[t for t in g["tasks"] if t[0] in present], width=g["width"],
-                depths=list(g["depths"]), wide=tuple(g["wide"]),
+    """The sweep's grid read from its rows (so any sweep of this shape reports, not only the
+    sizes in `CAPABILITY`): the base width is the one most shapes have, the wide-shallow
+    shape the other; tasks in the order the rows list them."""
+    shapes = {(r["depth"], r["width"]) for r in rows}
+    widths = Counter(w for _, w in shapes)
+    width = widths.most_common(1)[0][0]
+    wide = next(((d, w) for d, w in sorted(shapes) if w != width),
+                tuple(CAPABILITY.get(meta.get("size"), {}).get("wide", (0, 0))))
+    tasks = {}
+    for r in rows:
+        t = tasks.setdefault(r["task"], [r["task"], set(), r["seq_len"], r["loss_on"],
+                                         r.get("task_options") or ""])
+        t[1].add(r["difficulty"])
+    return Grid(tasks=[(n, sorted(ds), T, loss, opts) for n, ds, T, loss, opts in tasks.values()],
+                width=width, depths=sorted(d for d, w in shapes if w == width), wide=wide,
                 seeds=sorted({r["seed"] for r in rows}))
 
 
@@ -129,7 +141,6 @@ def setup_section(out: Path, rows, G: Grid) -> list[str]:
                   example=make_task(name, max(ds), T, opts).description)
              for name, ds, T, loss, opts in G.tasks]
     steps, batch = max(r["steps"] for r in rows), rows[0]["batch_size"]
-    tokens = sorted({r["tokens"] for r in rows})
     scheme = {"pre": "Pre-LN"}.get(rows[0].get("scheme"), rows[0].get("scheme") or "?")
     n_val = t.get("eval_batches", 0) * batch
     wd, ww = G.wide
@@ -141,7 +152,7 @@ def setup_section(out: Path, rows, G: Grid) -> list[str]:
         f"Models: {scheme}, width {G.width} at depths {', '.join(map(str, G.depths))}, and a "
         f"wide-shallow depth {wd} x width {ww} model; init seed{'s' if len(G.seeds) > 1 else ''} "
         f"{', '.join(map(str, G.seeds))}. Every run: up to {steps} steps of {batch} examples "
-        f"(up to {' / '.join(f'{n:,}' for n in tokens)} tokens), learning rate "
+        f"of seq_len positions each, learning rate "
         f"{fmt(rows[0].get('lr'), '.3g')}, "
         f"evaluated every {t.get('eval_every', '?')} steps on the same {n_val or '?'} held-out "
         "examples.", "",
@@ -419,8 +430,11 @@ def min_depth_figure(panels: dict, G: Grid, path: Path) -> Path:
             elif name == "var_chain":
                 ax.plot(xs, y0 + 2 ** xs - 2 ** x0, "--", color="gray", label="L + c (1/binding)")
                 ax.plot(xs, y0 + (xs - x0), ":", color="gray", label="log2 L + c (doubling)")
-        if not fin.any() and not math.isfinite(f["slope"]):
+        if not any(v is not None for d in ds for v, _ in per_d[d].values()):
             ax.text(0.5, 0.45, "solved at no depth", transform=ax.transAxes, ha="center",
+                    color="gray")
+        elif not fin.any():
+            ax.text(0.5, 0.45, "no median solved", transform=ax.transAxes, ha="center",
                     color="gray")
         ax.axhspan(G.d_max + 0.5, G.d_max + 1.5, color="0.93", zorder=0)
         ax.set_ylim(0.5, G.d_max + 1.5)

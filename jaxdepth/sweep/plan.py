@@ -185,7 +185,9 @@ def plan_rows(runs: list[RunConfig], out_dir: Path, calibrate_ok: bool = True, *
         st = read_status(out_dir / "runs" / cfg.name)
         rows.append(dict(run_id=cfg.name, scheme=cfg.model.scheme, depth=cfg.model.depth,
                          width=cfg.model.width, heads=cfg.model.heads, lr=cfg.train.lr,
-                         seed=cfg.train.seed, steps=cfg.train.steps, **sizes,
+                         seed=cfg.train.seed, steps=cfg.train.steps,
+                         **({"task": f"{cfg.data.task} {cfg.data.difficulty}"}
+                            if cfg.data.task else {}), **sizes,
                          **planned_memory(cfg, n_devices, capacity, platform),
                          est_s=estimate_s(cfg, sizes, refs),
                          status=st.get("status", "pending")))
@@ -211,8 +213,9 @@ MEM_HEADERS = {"mem_params": "params/dev", "mem_optimizer": "opt/dev",
 
 def format_plan(rows: list[dict], source: str) -> str:
     mem = [c for c in MEM_HEADERS if all(c in r for r in rows)]
-    cols = ["run_id", "scheme", "depth", "width", "heads", "lr", "seed", "steps", "tokens",
-            "params", "total_params", "flops", *mem, "est_s", "status"]
+    task = ["task"] if any("task" in r for r in rows) else []  # a synthetic task, difficulty
+    cols = ["run_id", "scheme", "depth", "width", "heads", "lr", "seed", "steps", *task,
+            "tokens", "params", "total_params", "flops", *mem, "est_s", "status"]
     specs = {c: str for c in cols} | {
         "tokens": _si, "params": _si, "total_params": _si, "flops": _si,
         "est_s": lambda x: "?" if math.isnan(x) else f"{x:.1f}", "lr": lambda x: f"{x:g}"}

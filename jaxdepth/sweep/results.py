@@ -38,6 +38,7 @@ CONFIG_COLUMNS = {  # column -> dotted config key
     "layer_lr_decay": "train.layer_lr_decay", "train_last_layers": "train.train_last_layers",
     "init_from": "train.init_from", "parameterization": "model.parameterization",
     "task": "data.task", "difficulty": "data.difficulty", "loss_on": "data.loss_on",
+    "task_options": "data.task_options",
 }
 
 

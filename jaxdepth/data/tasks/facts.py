@@ -7,8 +7,8 @@ first (docs/literature.md §9).
 
 The world is fixed by option `world`, independently of the data seed (`world(options)`
 returns it): each of `people` people is born in one of `cities` cities, each city is in one of
-`countries` countries, each country on one of `continents` continents, every country holding
-a city and every continent a country. An item is `subject r_1 .. r_h = answer ;`:
+`countries` countries, each country on one of `continents` continents, each assignment as
+even as possible (round-robin in a random order: no answer is common enough to guess). An item is `subject r_1 .. r_h = answer ;`:
 
     p3 born_in = c7 ;                                   atomic facts (h = 1), at every level:
     c7 in_country = k1 ;    k1 on_continent = m0 ;      person, city and country subjects
@@ -56,9 +56,10 @@ def symbols_for(o: dict) -> tuple:
 
 
 def _onto(rng: np.random.Generator, n: int, m: int) -> np.ndarray:
-    """n items each mapped to one of m targets, every target hit (n >= m): the first m
-    assignments round-robin, the rest uniform, in a random order."""
-    return rng.permutation(np.concatenate([np.arange(m), rng.integers(0, m, n - m)]))
+    """n items each mapped to one of m targets as evenly as possible (round-robin, in a
+    random order): every target is hit (n >= m), and no answer is common enough that
+    guessing it scores (an uneven world let a constant 3-hop answer reach 88% exact match)."""
+    return rng.permutation(np.arange(n) % m)
 
 
 def world(options: dict | str = "") -> dict:
@@ -72,7 +73,7 @@ def world(options: dict | str = "") -> dict:
     P = o["people"]
     in_country = _onto(rng, o["cities"], o["countries"])
     on_continent = _onto(rng, o["countries"], o["continents"])
-    born_in = rng.integers(0, o["cities"], P)
+    born_in = _onto(rng, P, o["cities"]) if P >= o["cities"] else rng.integers(0, o["cities"], P)
     heldout = np.sort(rng.permutation(P)[:n_heldout(o)])
     return {"born_in": born_in, "in_country": in_country, "on_continent": on_continent,
             "heldout": heldout}
