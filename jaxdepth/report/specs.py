@@ -8,7 +8,8 @@
   stacking_failure 45 s, depth_delusion 605 s (30 runs), gradient_persistence 689 s
   (5 runs of 1000 steps), stabilizers_vs_dcrit 934 s (60 runs), curse_of_depth 726 s (30 runs);
   lr_transfer about 45 minutes (126 runs: 2516 s of training summed over them, measured
-  while other jobs shared the CPU).
+  while other jobs shared the CPU); capability_depth 1607 s (100 runs, most stopped once
+  solved).
   Two init seeds per shape where a minimum or a gap is compared across runs.
 - paper: the published shapes and recipes, for a pod; only planned here
   (`jaxdepth experiment NAME --size paper --plan`). Each trains on a corpus prepared once
