@@ -42,8 +42,10 @@ _NOT_BUILT = ("seed", "log_every", "eval_every", "eval_batches", "ckpt_every",
               "keep_checkpoints", "diverge_loss", "init_from", "stop_at_accuracy")
 
 
-# the last logged values a finished run records in status.json as final_<key>
-LAST_KEYS = ("loss", "val_loss", "val_bpb", "val_accuracy", "val_exact_match")
+# the last logged values a finished run records in status.json as final_<key>: always, and
+# (a synthetic task's) when logged
+LAST_KEYS = ("loss", "val_loss", "val_bpb")
+TASK_KEYS = ("val_accuracy", "val_exact_match")
 
 
 def build_key(t_cfg: TrainConfig) -> TrainConfig:
@@ -181,7 +183,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
                         if bpt_val is not None:
                             rec["val_bpb"] = bits_per_byte(rec["val_loss"], bpt_val)
                     diverged = not math.isfinite(rec["loss"]) or rec["loss"] > diverge_at
-                    last.update({k: rec[k] for k in LAST_KEYS if k in rec})
+                    last.update({k: rec[k] for k in LAST_KEYS + TASK_KEYS if k in rec})
                     if is_writer:
                         append_metrics(run_dir, rec)
                         _tensorboard(tb, rec)
@@ -209,8 +211,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
                     break
             if solved or (step >= t_cfg.steps and status["status"] == "running"):
                 status.update(status="done", step=step,
-                              **{f"final_{k}": last.get(k) for k in LAST_KEYS
-                                 if k in last or k in ("loss", "val_loss", "val_bpb")})
+                              **{f"final_{k}": last.get(k) for k in LAST_KEYS},
+                              **{f"final_{k}": last[k] for k in TASK_KEYS if k in last})
     except KeyboardInterrupt:  # aborted (a second Ctrl-C): no checkpoint mid-step
         status.update(status="interrupted", step=saved)
         raise
