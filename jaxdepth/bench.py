@@ -178,12 +178,13 @@ def tokenizer_vocab(cfg) -> tuple[int, int]:
 
 
 def step_flops(mcfg, seq_len: int, non_embedding_params: int, tokens: int) -> float:
-    """Training FLOPs of `tokens` tokens: `jaxdepth.sweep.shapes.train_flops` (6 N T plus the
-    causal attention map) plus the unembedding matmul 6 W V per token, which the scaling-law
-    count leaves out but the step does."""
-    from jaxdepth.sweep.shapes import train_flops
+    """Training FLOPs of `tokens` tokens: `jaxdepth.sweep.shapes.model_train_flops` (6 N T
+    plus the causal attention map, less the tokens Mixture-of-Depths layers skip, plus
+    DenseFormer's weighted sums) plus the unembedding matmul 6 W V per token, which the
+    scaling-law count leaves out but the step does."""
+    from jaxdepth.sweep.shapes import model_train_flops
 
-    return (train_flops(non_embedding_params, tokens, mcfg.depth, seq_len, mcfg.width)
+    return (model_train_flops(mcfg, non_embedding_params, tokens, seq_len)
             + 6.0 * mcfg.width * mcfg.vocab_size * tokens)
 
 

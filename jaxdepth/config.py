@@ -38,7 +38,10 @@ ATTENTIONS = ("auto", "xla", "cudnn", "splash")
 PARAMETERIZATIONS = ("sp", "mup", "completep")
 # which targets the loss counts: every next token, or a synthetic task's answers alone
 LOSS_ON = ("all", "answers")
-CHOICES = {"data.loss_on": LOSS_ON, "model.parameterization": PARAMETERIZATIONS, "model.norm": NORMS, "model.ffn": FFNS,
+# LayerSkip's early-exit curriculum (arXiv 2404.16710 §4.2): every exit from the start, or
+# enabled one layer at a time from the last to the first over the first half of training
+EXIT_CURRICULA = ("none", "gradual")
+CHOICES = {"train.early_exit_curriculum": EXIT_CURRICULA, "data.loss_on": LOSS_ON, "model.parameterization": PARAMETERIZATIONS, "model.norm": NORMS, "model.ffn": FFNS,
            "model.positions": POSITIONS,
            "model.remat": REMAT_POLICIES,
            "model.dtype": DTYPES, "model.param_dtype": PARAM_DTYPES,
@@ -80,6 +83,21 @@ class ModelConfig:
     depth_alpha: float = 1.0  # residual branch m_L^-alpha: 1 CompleteP, 0.5 depth-muP
     input_mult: float = 1.0  # muP input multiplier on the embedding output
     output_mult: float = 1.0  # muP output multiplier: logits * output_mult / m_W
+    # Connections beyond the residual stream (docs/literature.md §10), on any scheme.
+    # DenseFormer (arXiv 2402.02622): after block i the stream is a learned depth-weighted
+    # average of the embedding and the block outputs so far (jaxdepth.model.dwa); dilation k
+    # averages only outputs a multiple of k blocks back, period p puts a DWA after every p-th
+    # block (DenseFormer kxp).
+    dwa: bool = False
+    dwa_dilation: int = 1
+    dwa_period: int = 1
+    # Mixture-of-Depths (arXiv 2404.02258): in every mod_every-th layer a router sends the top
+    # mod_capacity fraction of each sequence's tokens through the block, the rest skip it
+    # (jaxdepth.model.mod); 1.0: no routing. mod_aux_weight: the auxiliary router loss that
+    # makes routing causal at sampling time.
+    mod_capacity: float = 1.0
+    mod_every: int = 2
+    mod_aux_weight: float = 0.01
 
     @property
     def ffn_hidden_size(self) -> int:
@@ -146,6 +164,13 @@ class TrainConfig:
     # a task run ends (done) at the first evaluation whose exact-match accuracy reaches this
     # (the step is recorded as `solved_step`); 0: train every step
     stop_at_accuracy: float = 0.0
+    # LayerSkip (arXiv 2404.16710): early-exit losses of every layer through the shared
+    # unembedding, e(l) = early_exit_scale * sum_{i<=l} i, the last layer's loss weighted
+    # L - 1 + that (normalised to sum 1; 0: the last layer's loss alone), with a curriculum;
+    # and layer dropout per example rising with depth, p_l = layer_dropout * (2^(l/(L-1)) - 1)
+    early_exit_scale: float = 0.0
+    early_exit_curriculum: str = "none"  # one of EXIT_CURRICULA
+    layer_dropout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -337,6 +362,18 @@ def validate(cfg: RunConfig) -> RunConfig:
     ]
     checks += [
         (t.microbatches >= 1, f"train.microbatches must be >= 1, got {t.microbatches}"),
+        (m.dwa_dilation >= 1 and m.dwa_period >= 1, "model.dwa_dilation and model.dwa_period "
+         f"must be >= 1, got {m.dwa_dilation} and {m.dwa_period}"),
+        (0.0 < m.mod_capacity <= 1.0,
+         f"model.mod_capacity must be in (0, 1] (1: no routing), got {m.mod_capacity}"),
+        (m.mod_every >= 1, f"model.mod_every must be >= 1, got {m.mod_every}"),
+        (m.mod_capacity == 1.0 or int(m.mod_capacity * d.seq_len) >= 1,
+         f"model.mod_capacity ({m.mod_capacity}) x data.seq_len ({d.seq_len}) routes no token; "
+         f"use a capacity >= {1 / d.seq_len:.3g}"),
+        (m.mod_aux_weight >= 0, f"model.mod_aux_weight must be >= 0, got {m.mod_aux_weight}"),
+        (t.early_exit_scale >= 0, f"train.early_exit_scale must be >= 0, got {t.early_exit_scale}"),
+        (0.0 <= t.layer_dropout < 1.0,
+         f"train.layer_dropout must be in [0, 1), got {t.layer_dropout}"),
         (d.batch_size % max(t.microbatches, 1) == 0,
          f"data.batch_size ({d.batch_size}) must be divisible by train.microbatches "
          f"({t.microbatches})"),

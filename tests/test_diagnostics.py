@@ -20,7 +20,8 @@ from jaxdepth.cli import main
 from jaxdepth.config import RunConfig, replace
 from jaxdepth.data.pipeline import val_batches
 from jaxdepth.diagnostics.angular import angular_distance, angular_distances
-from jaxdepth.diagnostics.forward import forward_hidden
+from jaxdepth.diagnostics.exits import DEFAULT_MEASURE, DEFAULT_THRESHOLDS, exits_of_logits
+from jaxdepth.diagnostics.forward import forward_hidden, inputs_targets_mask
 from jaxdepth.diagnostics.grad_persistence import fit_grad_persistence, late_layer_grad_norms
 from jaxdepth.diagnostics.lens import lens_logits, logit_lens
 from jaxdepth.diagnostics.removal import layer_removal
@@ -249,11 +250,26 @@ def test_cli_analyze_end_to_end(trained, tmp_path, capsys):
     assert a["grad_persistence"]["step"] == 20
     assert len(a["grad_persistence"]["over_training"]) == 4  # logged every 5 of 20 steps
     for name in ("angular_distance", "layer_removal", "logit_lens", "grad_persistence",
-                 "pruning"):
+                 "pruning", "exits"):
         assert (run_dir / "analysis" / f"{name}.png").stat().st_size > 1000
+    # early exits: the model's jit path is the core's count on the lens logits of the same
+    # tokens (the core itself is checked by brute force in tests/test_exits.py)
+    assert "mean layers used" in out and "loss at exit" in out
+    ex = a["exits"]
+    assert ex["measure"] == DEFAULT_MEASURE and ex["thresholds"] == list(DEFAULT_THRESHOLDS)
+    assert np.asarray(ex["histogram"]).shape == (len(DEFAULT_THRESHOLDS), DEPTH)
+    assert ex["n_tokens"] == a["n_tokens"] and np.all(np.sum(ex["histogram"], 1) == a["n_tokens"])
+    np.testing.assert_allclose(ex["full_loss"], a["layer_removal"]["base_loss"], rtol=1e-5)
+    inputs, targets, mask = inputs_targets_mask(jnp.asarray(trained["tokens"]), trained["pad_id"])
+    ref = exits_of_logits(lens_logits(trained["params"], trained["mcfg"], inputs), targets, mask)
+    np.testing.assert_array_equal(ex["histogram"], ref.histogram)
+    for k in ("mean_depth", "exit_loss", "agreement"):
+        np.testing.assert_allclose(ex[k], getattr(ref, k), rtol=1e-5, err_msg=k)
 
-    assert main(["analyze", str(run_dir), "--step", "10", "--batches", "1", "--no-progress"]) == 0
-    assert json.loads((run_dir / "analysis" / "analysis.json").read_text())["step"] == 10
+    assert main(["analyze", str(run_dir), "--step", "10", "--batches", "1", "--no-progress",
+                 "--exit-thresholds", "0.1,0.2,0.3,0.4,1"]) == 0  # as many: no new compile
+    a = json.loads((run_dir / "analysis" / "analysis.json").read_text())
+    assert a["step"] == 10 and a["exits"]["thresholds"] == [0.1, 0.2, 0.3, 0.4, 1.0]
 
     twin = tmp_path / "twin"
     shutil.copytree(run_dir, twin)
@@ -264,6 +280,7 @@ def test_cli_analyze_end_to_end(trained, tmp_path, capsys):
     rows = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert len(rows) == 2 and rows[0]["n_removable"] == rows[1]["n_removable"]
     assert (tmp_path / "cmp" / "compare.png").exists()
+    assert (tmp_path / "cmp" / "exits.png").exists()
 
 
 def _error(capsys, argv) -> str:
@@ -308,7 +325,8 @@ def test_analyze_a_killed_run_whose_last_metrics_line_is_torn(trained, tmp_path,
 def test_cached_analysis_answers_only_the_newest_checkpoint_on_the_runs_batches(
         trained, tmp_path, monkeypatch):
     """The reports' cached analysis is reused only when it measured the newest checkpoint on
-    the run's own eval batches at the default threshold, never a `--step N` one."""
+    the run's own eval batches at the default thresholds, never a `--step N` one, nor one
+    written before early exits were measured."""
     from jaxdepth.diagnostics import run_analysis
 
     run_dir = tmp_path / "cached"
@@ -324,6 +342,12 @@ def test_cached_analysis_answers_only_the_newest_checkpoint_on_the_runs_batches(
 
     monkeypatch.setattr(run_analysis, "analyze_run", fail)
     assert run_analysis.cached_analysis(run_dir)["step"] == 20
+    path = run_dir / "analysis" / "analysis.json"
+    old = json.loads(path.read_text())
+    del old["exits"]  # written before early exits were measured
+    path.write_text(json.dumps(old))
+    with pytest.raises(AssertionError, match="measured again"):
+        run_analysis.cached_analysis(run_dir)
     monkeypatch.undo()
     assert main(["analyze", str(run_dir), "--threshold", "0.5", "--no-progress"]) == 0
     monkeypatch.setattr(run_analysis, "analyze_run", fail)

@@ -27,6 +27,8 @@ ORDER = ["stacking_failure", "curse_of_depth", "depth_delusion", "gradient_persi
          "stabilizers_vs_dcrit", "capability_depth"]
 # a no-op override (the spec's own value): recorded in experiment.json, retrains nothing
 OVERRIDES = {"gradient_persistence": ["train.log_every=5"]}
+# the connections beyond the residual stream beside the schemes (one: compile time)
+FLAGS = {"curse_of_depth": ["--connections", "dwa"]}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def tiny_results(tmp_path_factory):
     for name in ORDER:
         t0 = time.time()
         assert main(["experiment", name, "--size", "tiny", "--out", str(base / name),
-                     "--no-progress", *OVERRIDES.get(name, [])]) == 0
+                     "--no-progress", *OVERRIDES.get(name, []), *FLAGS.get(name, [])]) == 0
         times[name] = time.time() - t0
     return base, times
 
@@ -55,7 +57,8 @@ def test_tiny_experiment_writes_report(tiny_results, name):
     meta = json.loads((out / "experiment.json").read_text())
     assert meta["overrides"] == OVERRIDES.get(name, [])
     assert meta["command"] == " ".join(["jaxdepth experiment", name, "--size tiny",
-                                        *OVERRIDES.get(name, []), "--out", str(out)])
+                                        *OVERRIDES.get(name, []), *FLAGS.get(name, []),
+                                        "--out", str(out)])
     assert f"command: `{meta['command']}`" in report
     print(f"{name} --size tiny: {times[name]:.0f}s")  # wall time is reported, not asserted
     if name != "stacking_failure":
@@ -63,6 +66,10 @@ def test_tiny_experiment_writes_report(tiny_results, name):
 
         rows = list(csv.DictReader((out / "sweep" / "results.csv").open()))
         assert rows and all(r["status"] in ("done", "diverged") for r in rows)
+    if name == "curse_of_depth":  # DenseFormer beside the schemes, in every table
+        assert {r["variant"] for r in rows} == {"pre", "lns", "post", "pre+dwa"}
+        assert "| pre+dwa |" in report and "pre+dwa at depth 4:" in report
+        assert "layers_per_token" in report
 
 
 def test_report_regenerates_without_training(tiny_results, capsys):
@@ -212,10 +219,10 @@ def test_curse_verdict_tests_gaps_across_seeds():
     from jaxdepth.report.curse_of_depth import verdict as curse_verdict
 
     def rows(lns_losses):
-        pre = [dict(scheme="pre", depth=12, seed=s, status="done", final_val_loss=v)
-               for s, v in enumerate([2.00, 2.01, 2.02])]
-        lns = [dict(scheme="lns", depth=12, seed=s, status="done", final_val_loss=v)
-               for s, v in enumerate(lns_losses)]
+        pre = [dict(scheme="pre", variant="pre", depth=12, seed=s, status="done",
+                    final_val_loss=v) for s, v in enumerate([2.00, 2.01, 2.02])]
+        lns = [dict(scheme="lns", variant="lns", depth=12, seed=s, status="done",
+                    final_val_loss=v) for s, v in enumerate(lns_losses)]
         return pre + lns
 
     clear = curse_verdict(rows([1.90, 1.91, 1.92]), 12)[0]

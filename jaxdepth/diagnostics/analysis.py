@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from jaxdepth.diagnostics.angular import angular_distances, by_block_size, consecutive
+from jaxdepth.diagnostics.exits import DEFAULT_MEASURE, DEFAULT_THRESHOLDS, early_exits
 from jaxdepth.diagnostics.grad_persistence import (
     fit_grad_persistence,
     layer_grad_norms,
@@ -20,7 +21,7 @@ from jaxdepth.diagnostics.removal import layer_removal
 
 REMOVAL_THRESHOLD = 0.01  # nats: removing the layer raises perplexity by less than ~1%
 LENS_TOLERANCE = 0.10  # "within 10% of the final loss"
-ANALYSIS_STAGES = 4
+ANALYSIS_STAGES = 5
 
 
 def last_third(depth: int) -> slice:
@@ -52,11 +53,13 @@ def effective_depth(delta_L, lens_loss_X, threshold: float = REMOVAL_THRESHOLD,
 
 def analyze(params, mcfg, tokens, pad_id: int, *, records=(), step: int | None = None,
             prompt_ids=None, decode=None, top_k: int = 5,
-            threshold: float = REMOVAL_THRESHOLD, progress=None) -> dict:
+            threshold: float = REMOVAL_THRESHOLD, exit_thresholds=DEFAULT_THRESHOLDS,
+            exit_measure: str = DEFAULT_MEASURE, progress=None) -> dict:
     """All diagnostics of `params` on held-out `tokens` (C, B, S); `records` are the run's
     metrics.jsonl lines (gradient norms), `step` the checkpoint step; `prompt_ids` and
-    `decode` give the per-layer top tokens of a prompt; `progress(stage)` is called after
-    each measurement (ANALYSIS_STAGES of them)."""
+    `decode` give the per-layer top tokens of a prompt; `exit_thresholds` and `exit_measure`
+    the early exits (`exits.early_exits`); `progress(stage)` is called after each
+    measurement (ANALYSIS_STAGES of them)."""
     tick = progress or (lambda stage: None)
     L = mcfg.depth
     ang = angular_distances(params, mcfg, tokens, pad_id)
@@ -67,6 +70,8 @@ def analyze(params, mcfg, tokens, pad_id: int, *, records=(), step: int | None =
     tick("layer pruning")
     lens = logit_lens(params, mcfg, tokens, pad_id)
     tick("logit lens")
+    exits = early_exits(params, mcfg, tokens, pad_id, exit_thresholds, exit_measure)
+    tick("early exits")
     out = {
         "depth": L, "scheme": mcfg.scheme, "width": mcfg.width, "step": step,
         "n_sequences": ang.n_sequences, "n_tokens": ang.n_tokens,
@@ -82,6 +87,7 @@ def analyze(params, mcfg, tokens, pad_id: int, *, records=(), step: int | None =
                        "top1_agreement": lens.top1_agreement.tolist()},
         "effective_depth": effective_depth(rem.delta, lens.loss, threshold),
         "pruning": prune.to_dict(),
+        "exits": exits.to_dict(),
     }
     if records:
         rec = record_at(list(records), step)

@@ -1,7 +1,7 @@
 """`jaxdepth analyze RUN_DIR [--step N] [--prompt TEXT] [--batches K]`: per-layer analysis of
-a trained run (angular distance, layer removal, block pruning, logit lens, gradient
-persistence), written to RUN_DIR/analysis/ as analysis.json and PNGs; `--compare RUN_A RUN_B
-...` also draws every run on one figure and prints the comparison table."""
+a trained run (angular distance, layer removal, block pruning, logit lens, early exits,
+gradient persistence), written to RUN_DIR/analysis/ as analysis.json and PNGs; `--compare
+RUN_A RUN_B ...` also draws every run on one figure and prints the comparison table."""
 
 from __future__ import annotations
 
@@ -24,6 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batches", type=int, help="held-out batches (default: the run's train.eval_batches)")
     p.add_argument("--threshold", type=float, default=None,
                    help="removal cost in nats below which a layer counts as removable (default 0.01)")
+    p.add_argument("--exit-thresholds", metavar="T1,T2,...",
+                   help="confidence thresholds in (0, 1] of the early-exit analysis "
+                   "(default 0.5,0.7,0.9,0.95,0.99)")
+    p.add_argument("--exit-measure", choices=("top1", "gap"), default=None,
+                   help="early-exit confidence: the top-1 minus top-2 probability (default: "
+                   "CALM's softmax response) or the top-1 probability")
     p.add_argument("--out", help="with --compare: directory for the joint figure (default: <parent of the first run>/compare)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -45,9 +51,29 @@ def _check_args(args) -> None:
         raise UserError(f"--threshold must be >= 0 nats, got {args.threshold}")
     if not args.prompt:
         raise UserError("--prompt must not be empty")
+    args.exit_thresholds = _exit_thresholds(args.exit_thresholds)
     for d in args.run_dirs:
         if not (Path(d) / CONFIG).is_file():
             raise UserError(f"'{d}' is not a run directory (no {CONFIG})")
+
+
+def _exit_thresholds(text: str | None) -> tuple[float, ...] | None:
+    """`--exit-thresholds 0.5,0.9` -> (0.5, 0.9), sorted and without repeats; None -> None
+    (the default); a UserError for anything but numbers in (0, 1]."""
+    from jaxdepth.errors import UserError
+
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"--exit-thresholds must be numbers separated by commas, got '{text}'"
+                        ) from None
+    bad = [v for v in values if not 0 < v <= 1]
+    if bad:
+        raise UserError(f"--exit-thresholds must be in (0, 1] (a top-1 probability or gap), "
+                        f"got {bad[0]:g}")
+    return tuple(sorted(set(values)))
 
 
 def _f(x, spec: str = ".4f") -> str:
@@ -115,6 +141,25 @@ def pruning_table(a: dict) -> str:
                  align={"gromov": "<", "shortgpt": "<"})
 
 
+def exits_table(a: dict) -> str:
+    """One line per threshold lambda: a token exits after the first layer whose lens
+    confidence is >= lambda (CALM, arXiv 2207.07061); the layers it used, the share exiting
+    before the last layer, the loss and top-1 agreement with the last layer at the exit."""
+    from jaxdepth.tables import table
+
+    e = a["exits"]
+    rows = [{"threshold": t, "depth": d, "early": 100 * f, "loss": l, "full": e["full_loss"],
+             "agree": g}
+            for t, d, f, l, g in zip(e["thresholds"], e["mean_depth"], e["early_fraction"],
+                                     e["exit_loss"], e["agreement"])]
+    cols = ["threshold", "depth", "early", "loss", "full", "agree"]
+    heads = {"depth": "mean layers used", "early": "exit early %", "loss": "loss at exit",
+             "full": "full loss", "agree": "agreement"}
+    specs = {"threshold": _cell("g"), "depth": _cell(".2f"), "early": _cell(".1f"),
+             "agree": _cell(".3f")}
+    return table(rows, cols, specs, style="text", headers=heads)
+
+
 def summary(a: dict) -> str:
     e = a["effective_depth"]
     lines = [f"{a['label']}: scheme {a['scheme']}, depth {a['depth']}, step {a['step']}, "
@@ -127,6 +172,12 @@ def summary(a: dict) -> str:
                   "of least last-token", "angular distance d (Gromov et al.), or without the n "
                   "layers of least Block Influence (ShortGPT)"]
         lines.append(pruning_table(a))
+    if "exits" in a:
+        ex = a["exits"]
+        lines += [f"early exit (CALM): a token uses l layers, l the first of 1..{a['depth']} "
+                  f"whose lens {ex['measure']} confidence is >= the threshold (else {a['depth']});",
+                  "the loss and the top-1 agreement with the full model of its prediction there"]
+        lines.append(exits_table(a))
     if "grad_persistence" in a:
         fit = a["grad_persistence"]["fit"]["layer"]
         lines.append(f"gradient persistence at step {a['grad_persistence']['step']}: tau = "
@@ -182,7 +233,8 @@ def run(args) -> int:
 
     try:
         runs = [analyze_run(d, step=args.step, batches=args.batches, prompt=args.prompt,
-                            threshold=args.threshold, progress=tick,
+                            threshold=args.threshold, exit_thresholds=args.exit_thresholds,
+                            exit_measure=args.exit_measure, progress=tick,
                             data_overrides=args.overrides) for d in dirs]
     finally:
         bar.close()
@@ -195,7 +247,9 @@ def run(args) -> int:
     if args.compare:
         out = Path(args.out) if args.out else dirs[0].resolve().parent / "compare"
         out.mkdir(parents=True, exist_ok=True)
-        paths = [plots.compare(runs, out / "compare.png"), plots.lens_curves(runs, out / "logit_lens.png")]
+        paths = [plots.compare(runs, out / "compare.png"),
+                 plots.lens_curves(runs, out / "logit_lens.png"),
+                 plots.exit_curves(runs, out / "exits.png")]
         from jaxdepth.diagnostics.analysis import comparison_row
 
         write_json(out / "comparison.json",

@@ -186,6 +186,42 @@ def compare(runs: list[dict], path: Path) -> Path:
     return figures.save(fig, path)
 
 
+def exit_curves(runs: list[dict], path: Path) -> Path:
+    """Early exit by lens confidence (CALM, Schuster et al. 2022, arXiv 2207.07061): for one
+    run, the share of tokens exiting after each layer per threshold (left); for every run,
+    the loss at exit against the mean layers used, one point per threshold, the full model's
+    loss dotted (right)."""
+    fig, axes = figures.panels(2 if len(runs) == 1 else 1, 5.5, 4)
+    if len(runs) == 1:
+        ax, a = axes[0], runs[0]
+        e = a["exits"]
+        hist = np.asarray(e["histogram"], float) / max(e["n_tokens"], 1)
+        layers = np.arange(1, hist.shape[1] + 1)
+        w = 0.8 / len(hist)
+        for k, (t, h) in enumerate(zip(e["thresholds"], hist)):
+            ax.bar(layers + (k - (len(hist) - 1) / 2) * w, h, width=w, label=f"lambda = {t:g}")
+        ax.set_xticks(layers)
+        ax.set_xlabel("layers used (exit after layer l of 1..L)")
+        ax.set_ylabel("fraction of tokens")
+        ax.set_title(f"exit when the lens {e['measure']} confidence >= lambda", fontsize=10)
+        ax.legend(fontsize=8)
+    ax = axes[-1]
+    for a in runs:
+        e = a["exits"]
+        line = ax.plot(e["mean_depth"], e["exit_loss"], marker="o",
+                       label=a.get("label") or a["scheme"])[0]
+        ax.axhline(e["full_loss"], color=line.get_color(), ls=":", lw=1)
+        for x, y, t in zip(e["mean_depth"], e["exit_loss"], e["thresholds"]):
+            ax.annotate(f"{t:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlim(0.8, max(a["depth"] for a in runs) + 0.2)
+    ax.set_xlabel("mean layers used")
+    ax.set_ylabel("loss at exit (dotted: full model)")
+    ax.set_title("loss vs layers used, one point per threshold lambda", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.suptitle("early exit" + ("" if len(runs) > 1 else f": {_title(runs[0])}"))
+    return figures.save(fig, path)
+
+
 def all_figures(a: dict, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [angular_heatmap(a, out_dir / "angular_distance.png"),
@@ -193,6 +229,8 @@ def all_figures(a: dict, out_dir: Path) -> list[Path]:
              lens_curves([a], out_dir / "logit_lens.png")]
     if "pruning" in a:
         paths.append(pruning_curves(a, out_dir / "pruning.png"))
+    if "exits" in a:
+        paths.append(exit_curves([a], out_dir / "exits.png"))
     if "grad_persistence" in a:
         paths.append(grad_persistence(a, out_dir / "grad_persistence.png"))
     return paths

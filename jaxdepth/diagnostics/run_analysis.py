@@ -1,8 +1,8 @@
 """The analysis of a run directory: restore a checkpoint, measure every layer
 (`jaxdepth.diagnostics.analysis.analyze`) and keep the result in `analysis/analysis.json`
-with what it was measured on (checkpoint step, held-out batches, removal threshold), so a
-cached analysis is reused only for the same question. `jaxdepth analyze` and the experiment
-reports both go through here."""
+with what it was measured on (checkpoint step, held-out batches, removal threshold, early-exit
+thresholds and measure), so a cached analysis is reused only for the same question.
+`jaxdepth analyze` and the experiment reports both go through here."""
 
 from __future__ import annotations
 
@@ -100,13 +100,17 @@ def restore_run(run_dir: Path, step: int | None, data_overrides=()):
 
 def analyze_run(run_dir: Path, *, step: int | None = None, batches: int | None = None,
                 prompt: str = DEFAULT_PROMPT, threshold: float | None = None,
+                exit_thresholds=None, exit_measure: str | None = None,
                 progress=None, figures: bool = True, data_overrides=()) -> dict:
     """Restore the checkpoint at `step` (default: the newest), measure it on `batches`
-    held-out batches (default: the run's train.eval_batches), write
-    RUN_DIR/analysis/analysis.json (and its figures); returns the analysis."""
+    held-out batches (default: the run's train.eval_batches), with early exits at
+    `exit_thresholds` by `exit_measure` (default `exits.DEFAULT_THRESHOLDS`,
+    `exits.DEFAULT_MEASURE`), write RUN_DIR/analysis/analysis.json (and its figures);
+    returns the analysis."""
     from jaxdepth.data.pipeline import val_batches
     from jaxdepth.diagnostics import plots
     from jaxdepth.diagnostics.analysis import REMOVAL_THRESHOLD, analyze
+    from jaxdepth.diagnostics.exits import DEFAULT_MEASURE, DEFAULT_THRESHOLDS
 
     run_dir = Path(run_dir)
     cfg, mcfg, params, s, corpus = restore_run(run_dir, step, data_overrides)
@@ -116,7 +120,9 @@ def analyze_run(run_dir: Path, *, step: int | None = None, batches: int | None =
     a = analyze(params, mcfg, tokens, tok.pad_id, records=read_metrics(run_dir), step=s,
                 prompt_ids=tok.encode(prompt)[-cfg.data.seq_len:], decode=tok.decode,
                 progress=progress,
-                threshold=REMOVAL_THRESHOLD if threshold is None else threshold)
+                threshold=REMOVAL_THRESHOLD if threshold is None else threshold,
+                exit_thresholds=exit_thresholds or DEFAULT_THRESHOLDS,
+                exit_measure=exit_measure or DEFAULT_MEASURE)
     a.update(label=run_dir.name, run_dir=str(run_dir), prompt=prompt,
              n_batches=int(tokens.shape[0]), requested_batches=requested,
              data_overrides=list(data_overrides))
@@ -130,11 +136,13 @@ def analyze_run(run_dir: Path, *, step: int | None = None, batches: int | None =
 
 def cached_analysis(run_dir: Path) -> dict:
     """The analysis of the run's newest checkpoint on its own evaluation batches and the
-    default removal threshold: `analysis/analysis.json` when it answers exactly that (it may
-    have been written by `jaxdepth analyze --step N --batches K --threshold T`), else
-    measured anew (and cached). NaN / inf read back as None."""
+    default removal threshold, exit thresholds and measure: `analysis/analysis.json` when it
+    answers exactly that (it may have been written by `jaxdepth analyze --step N --batches K
+    --threshold T`, or before early exits were measured), else measured anew (and cached).
+    NaN / inf read back as None."""
     from jaxdepth import checkpoint
     from jaxdepth.diagnostics.analysis import REMOVAL_THRESHOLD
+    from jaxdepth.diagnostics.exits import DEFAULT_MEASURE, DEFAULT_THRESHOLDS
 
     run_dir = Path(run_dir)
     step, cfg = checkpoint.restore_config(run_dir, None)
@@ -142,6 +150,8 @@ def cached_analysis(run_dir: Path) -> dict:
     if (a is not None and a.get("step") == step
             and a.get("requested_batches") == cfg["train"]["eval_batches"]
             and not a.get("data_overrides")
-            and a.get("effective_depth", {}).get("removal_threshold") == REMOVAL_THRESHOLD):
+            and a.get("effective_depth", {}).get("removal_threshold") == REMOVAL_THRESHOLD
+            and a.get("exits", {}).get("thresholds") == list(DEFAULT_THRESHOLDS)
+            and a.get("exits", {}).get("measure") == DEFAULT_MEASURE):
         return a
     return jsonable(analyze_run(run_dir, figures=False))

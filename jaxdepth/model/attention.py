@@ -35,21 +35,28 @@ from jaxdepth.model.precision import attention_kernel, compute_dtype, param_dtyp
 SPLASH_LANES = 128  # the splash kernel's kv blocks are multiples of the TPU's 128 lanes
 
 
-def rope_tables(T: int, H: int, theta: float, dtype):
-    """cos and sin of the rotary angles t / theta^(2i/H), (T, H/2) each, computed in float32
-    and returned in `dtype`."""
+def rope_tables(T: int, H: int, theta: float, dtype, positions=None):
+    """cos and sin of the rotary angles t / theta^(2i/H) at t = 0..T-1, (T, H/2) each, or at
+    `positions` (any shape P, e.g. (B, T): (*P, H/2) each), computed in float32 and
+    returned in `dtype`."""
     inv_freq_G = 1.0 / theta ** (jnp.arange(0, H, 2, dtype=jnp.float32) / H)
-    angle_TG = jnp.arange(T, dtype=jnp.float32)[:, None] * inv_freq_G[None, :]
-    return jnp.cos(angle_TG).astype(dtype), jnp.sin(angle_TG).astype(dtype)
+    t = jnp.arange(T, dtype=jnp.float32) if positions is None else positions.astype(jnp.float32)
+    angle = t[..., None] * inv_freq_G.reshape((1,) * t.ndim + inv_freq_G.shape)
+    return jnp.cos(angle).astype(dtype), jnp.sin(angle).astype(dtype)
 
 
-def rope(*xs_BTNH: jnp.ndarray, theta: float):
+def rope(*xs_BTNH: jnp.ndarray, theta: float, positions_BT=None):
     """Rotary position embedding, rotate-half form (Su et al. 2021, arXiv 2104.09864), of
     each (B, T, heads, H) array (a tuple, in order), with one table in the arrays' dtype (as Hugging Face's Llama
-    applies it: in the compute dtype)."""
+    applies it: in the compute dtype). Token t sits at position t, or at `positions_BT[b, t]`
+    (the original positions of the tokens a Mixture-of-Depths layer gathered,
+    `jaxdepth.model.mod`)."""
     _, T, _, H = xs_BTNH[0].shape
-    cos_TG, sin_TG = rope_tables(T, H, theta, xs_BTNH[0].dtype)
-    cos, sin = cos_TG[None, :, None, :], sin_TG[None, :, None, :]
+    cos, sin = rope_tables(T, H, theta, xs_BTNH[0].dtype, positions_BT)
+    if positions_BT is None:
+        cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    else:
+        cos, sin = cos[:, :, None, :], sin[:, :, None, :]
 
     def rotate(x):
         x1, x2 = jnp.split(x, 2, axis=-1)
@@ -193,7 +200,10 @@ class Attention(nn.Module):
     Ainslie et al. 2023, arXiv 2305.13245; every kernel takes the grouped k, v as they are),
     q k^T / H under muP (`parameterization.attention_scale`), rotary positions unless the
     model learns them (`cfg.positions`), optional q/k/v biases (Qwen2) and output bias
-    (GPT-2); projections stored in `cfg.param_dtype` and computed in the compute dtype."""
+    (GPT-2); projections stored in `cfg.param_dtype` and computed in the compute dtype.
+    `positions_BT`: the tokens' positions for RoPE when they are not 0..T-1 (tokens gathered
+    in increasing position by a Mixture-of-Depths layer, whose causal mask over the gathered
+    order is then the causal mask over the original positions)."""
 
     cfg: ModelConfig
     out_std: float
@@ -201,7 +211,7 @@ class Attention(nn.Module):
     qk_std: float
 
     @nn.compact
-    def __call__(self, x_BTW: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, x_BTW: jnp.ndarray, positions_BT=None) -> jnp.ndarray:
         cfg = self.cfg
         dtype, pdtype = compute_dtype(cfg), param_dtype(cfg)
         N, K, H = cfg.heads, cfg.kv_head_count, cfg.head_dim
@@ -212,7 +222,7 @@ class Attention(nn.Module):
             x_BTW, [proj(N, "query", self.qk_std), proj(K, "key", self.qk_std),
                     proj(K, "value", self.v_std)], dtype, "heads")
         if cfg.positions == "rope":
-            q_BTNH, k_BTKH = rope(q_BTNH, k_BTKH, theta=cfg.rope_theta)
+            q_BTNH, k_BTKH = rope(q_BTNH, k_BTKH, theta=cfg.rope_theta, positions_BT=positions_BT)
         # None under sp: each kernel's own 1/sqrt(H), bit for bit what it computed before
         scale = None if cfg.parameterization == "sp" else attention_scale(cfg)
         o_BTNH = KERNEL_FNS[attention_kernel(cfg)](q_BTNH, k_BTKH, v_BTKH, scale)

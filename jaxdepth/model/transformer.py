@@ -12,11 +12,13 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdepth.config import ModelConfig
+from jaxdepth.model import dwa
 from jaxdepth.model import parameterization as P
 from jaxdepth.model.block import Block
-from jaxdepth.model.layers import init, make_norm, shard_batch
+from jaxdepth.model.layers import init, make_norm, shard_batch, zeros
 from jaxdepth.model.precision import (
     backend,
     compute_dtype,
@@ -40,17 +42,46 @@ def remat_name(cfg: ModelConfig) -> str:
 
 
 def block_class(cfg: ModelConfig, return_hidden: bool):
-    """The Block, rematerialised per `cfg.remat`, scanned over layers if `cfg.scan_layers`."""
+    """The Block, rematerialised per `cfg.remat`, scanned over layers if `cfg.scan_layers`
+    (with DenseFormer's history as scan state under `cfg.dwa`: `DenseLayer`)."""
     cls = Block
     if (remat := remat_name(cfg)) != "none":
         cls = nn.remat(Block, policy=remat_policy(remat), prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
+        in_axes = (0, 0)
+        if cfg.dwa:
+            cls, in_axes = functools.partial(DenseLayer, block_cls=cls), (0, 0, 0, 0)
         # Params stacked on a leading "layers" axis; (l, keep) scanned in as inputs
         # (layer index as data, as in levanter/haliax), stats and hidden scanned out.
         cls = nn.scan(cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                      in_axes=(0, 0), length=cfg.depth,
+                      in_axes=in_axes, length=cfg.depth,
                       metadata_params={nn.PARTITION_NAME: "layers"})
     return cls
+
+
+class DenseLayer(nn.Module):
+    """The scan body under DenseFormer (`jaxdepth.model.dwa`): `((x, hist), l, keep, a_X,
+    active) -> ((x', hist'), (stats, hidden))`. The block's output X_{l+1} is written to the
+    history (L + 1, B, T, W), and where a DWA follows this layer the stream passed on is
+    `sum_j a_j X_j`. The block's parameters live in this module's own scope
+    (`nn.share_scope`), so a DenseFormer's layer parameters are named as a plain model's."""
+
+    cfg: ModelConfig
+    return_hidden: bool = False
+    block_cls: type = Block
+
+    def setup(self):
+        self.block = self.block_cls(self.cfg, False)
+        nn.share_scope(self, self.block)
+
+    def __call__(self, carry, l, keep, a_X, active):
+        x_BTW, hist_XBTW = carry
+        x_BTW, (stats, _) = self.block(x_BTW, l, keep)
+        hist_XBTW = jax.lax.dynamic_update_index_in_dim(
+            hist_XBTW, x_BTW.astype(hist_XBTW.dtype), l + 1, 0)
+        x_BTW = jax.lax.cond(active, lambda: dwa.average(a_X, hist_XBTW).astype(x_BTW.dtype),
+                             lambda: x_BTW)
+        return (x_BTW, hist_XBTW), (stats, x_BTW if self.return_hidden else None)
 
 
 class Transformer(nn.Module):
@@ -83,6 +114,9 @@ class Transformer(nn.Module):
                 param_dtype=param_dtype(cfg), kernel_init=init(cfg.init_std, ("embed", "vocab")),
                 dot_general=functools.partial(jax.lax.dot_general,
                                               preferred_element_type=jnp.float32))
+        if cfg.dwa:  # DenseFormer's weights, a = I + delta (jaxdepth.model.dwa)
+            self.dwa_delta = self.param("dwa_weights", zeros(("layers", None)),
+                                        (cfg.depth, cfg.depth + 1), param_dtype(cfg))
         cls = block_class(cfg, self.return_hidden)
         if cfg.scan_layers:
             self.layers = cls(cfg, self.return_hidden)
@@ -121,7 +155,9 @@ class Transformer(nn.Module):
         keep_L = (jnp.ones(cfg.depth, bool) if layer_mask_L is None
                   else jnp.asarray(layer_mask_L, bool))
         layer_L = jnp.arange(cfg.depth)
-        if cfg.scan_layers:
+        if cfg.dwa:
+            x_BTW, (stats, hidden) = self._dense_stack(x_BTW, layer_L, keep_L)
+        elif cfg.scan_layers:
             x_BTW, (stats, hidden) = self.layers(x_BTW, layer_L, keep_L)
         else:
             outs = []
@@ -133,6 +169,27 @@ class Transformer(nn.Module):
         if self.return_hidden:
             aux["hidden"] = jnp.concatenate([x0_BTW[None], hidden], axis=0)
         return self.unembed(x_BTW), aux
+
+    def _dense_stack(self, x_BTW, layer_L, keep_L):
+        """The layers under DenseFormer: scanned with the history of block outputs as scan
+        state, or unrolled over a list of them (each kept once: O(L) memory)."""
+        cfg = self.cfg
+        a_LX = dwa.dwa_weights(self.dwa_delta, cfg)
+        active_L = dwa.dwa_active(cfg)
+        if cfg.scan_layers:
+            hist_XBTW = jnp.zeros((cfg.depth + 1,) + x_BTW.shape, x_BTW.dtype).at[0].set(x_BTW)
+            (x_BTW, _), out = self.layers((x_BTW, hist_XBTW), layer_L, keep_L, a_LX,
+                                          jnp.asarray(active_L))
+            return x_BTW, out
+        allowed_LX = dwa.dwa_mask(cfg)
+        hist, outs = [x_BTW], []
+        for i, layer in enumerate(self.layers):
+            x_BTW, (stats, _) = layer(x_BTW, layer_L[i], keep_L[i])
+            hist.append(x_BTW)
+            if active_L[i]:
+                x_BTW = sum(a_LX[i, j] * hist[j] for j in np.flatnonzero(allowed_LX[i]))
+            outs.append((stats, x_BTW if self.return_hidden else None))
+        return x_BTW, jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
 
 def count_params(params, non_embedding: bool = False) -> int:

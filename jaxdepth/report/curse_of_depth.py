@@ -12,7 +12,7 @@ from jaxdepth.diagnostics.analysis import last_third
 from jaxdepth.diagnostics.run_analysis import cached_analysis
 from jaxdepth.report import plots
 from jaxdepth.report.markdown import pivot
-from jaxdepth.report.published import BASELINE_FAILS, LNS_EXAMPLE
+from jaxdepth.report.published import BASELINE_FAILS, CONNECTION_CLAIMS, LNS_EXAMPLE
 from jaxdepth.report.rows import (
     curves,
     finished,
@@ -30,14 +30,14 @@ P_RESOLVED = 0.05  # Welch's t-test: a gap counts as resolved below this p-value
 
 
 def report(out: Path, meta: dict, rows: list[dict]) -> str:
-    schemes = list(dict.fromkeys(r["scheme"] for r in rows))
+    schemes = list(dict.fromkeys(r["variant"] for r in rows))  # schemes and connections
     depths = sorted({r["depth"] for r in rows})
     L = depths[-1]
-    piv, cols = pivot(rows, "scheme", "depth", "final_val_loss")
+    piv, cols = pivot(rows, "variant", "depth", "final_val_loss")
     md = ["## Validation loss by depth (width "
           f"{rows[0]['width']}, {rows[0]['steps']} steps, same data; {seeds_text(rows)})", "",
           table(piv, cols), ""]
-    plots.loss_vs_depth({"val loss (mean over seeds)": {s: mean_by_depth(rows, scheme=s)
+    plots.loss_vs_depth({"val loss (mean over seeds)": {s: mean_by_depth(rows, variant=s)
                                                         for s in schemes}},
                         out / "val_loss_by_depth.png", "Curse of Depth: final validation loss")
     one = first_seed(rows)
@@ -46,16 +46,19 @@ def report(out: Path, meta: dict, rows: list[dict]) -> str:
     md += ["![](val_loss_by_depth.png)", "", "![](loss_vs_steps.png)", ""]
     md += per_layer_section(out, finished(one, depth=L), L)
     md += ["## Measured vs the paper's direction", "", *verdict(rows, L), ""]
+    if any(r["variant"] != r["scheme"] for r in rows):
+        md += compute_note(rows)
     return "\n".join(md)
 
 
 def per_layer_section(out: Path, deep: list[dict], L: int) -> list[str]:
-    """Residual RMS, angular distance and layer removal of each scheme's run at depth L."""
+    """Residual RMS, angular distance, layer removal and the per-token exit depth of each
+    scheme's (and connection's) run at depth L."""
     if not deep:
         return []
     rms, ang, rem, diag = {}, {}, {}, []
     for r in deep:
-        s, run_dir = r["scheme"], run_dir_of(out, r)
+        s, run_dir = r["variant"], run_dir_of(out, r)
         rec = [m for m in read_metrics(run_dir) if "layers" in m]
         if rec:
             rms[s] = rec[-1]["layers"]["rms_out"]
@@ -66,7 +69,8 @@ def per_layer_section(out: Path, deep: list[dict], L: int) -> list[str]:
                          rms_growth=r.get("residual_rms_growth"),
                          angular_last_third=float(np.mean(ang[s][last_third(L)])),
                          removable_layers=a["effective_depth"]["n_removable"],
-                         min_removal_delta=float(np.min(rem[s]))))
+                         min_removal_delta=float(np.min(rem[s])),
+                         **exit_columns(a)))
     plots.per_layer({"residual RMS (layer output)": rms,
                      "angular distance to previous layer (last token)": ang,
                      "loss increase when the layer is removed": rem},
@@ -75,12 +79,44 @@ def per_layer_section(out: Path, deep: list[dict], L: int) -> list[str]:
     seed = min(r.get("seed") or 0 for r in deep)
     return [f"## Per-layer diagnostics at depth {L} (seed {seed})", "",
             table(diag, ["scheme", "val_loss", "rms_growth", "angular_last_third",
-                         "removable_layers", "min_removal_delta"], {"removable_layers": "d"}),
+                         "removable_layers", "min_removal_delta", EXIT_COLUMN],
+                  {"removable_layers": "d", EXIT_COLUMN: ".2f"}),
             "", "rms_growth = last / first layer-output RMS; angular_last_third = mean "
             "arccos(cos(h_l, h_{l+1}))/pi over the last third of layers (last token); "
             "removable_layers = layers whose removal costs < 0.01 nats "
-            "(`jaxdepth.diagnostics.analysis.effective_depth`).", "",
+            "(`jaxdepth.diagnostics.analysis.effective_depth`); "
+            f"{EXIT_COLUMN} = the mean layer at which a token's logit-lens top-1 minus top-2 "
+            f"probability first reaches {EXIT_THRESHOLD} (CALM's softmax response, arXiv "
+            "2207.07061; `jaxdepth analyze` shows the whole distribution).", "",
             "![](per_layer.png)", ""]
+
+
+EXIT_THRESHOLD = 0.9
+EXIT_COLUMN = "layers_per_token"
+
+
+def exit_columns(analysis: dict) -> dict:
+    """The mean exit depth at `EXIT_THRESHOLD` from an analysis's per-token exits (absent
+    in an analysis cached before them: None)."""
+    ex = analysis.get("exits")
+    if not ex or EXIT_THRESHOLD not in ex["thresholds"]:
+        return {EXIT_COLUMN: None}
+    return {EXIT_COLUMN: ex["mean_depth"][ex["thresholds"].index(EXIT_THRESHOLD)]}
+
+
+def compute_note(rows) -> list[str]:
+    """What each connection run cost: steps and training FLOPs against Pre-LN's at the
+    deepest depth, and the published claim it is read against."""
+    L = max(r["depth"] for r in rows)
+    base = [r for r in rows if r["variant"] == "pre" and r["depth"] == L]
+    out = ["## Connections beyond the residual stream (same training FLOPs per shape)", ""]
+    for v in dict.fromkeys(r["variant"] for r in rows if r["variant"] != r["scheme"]):
+        run = next(r for r in rows if r["variant"] == v and r["depth"] == L)
+        ratio = run["flops"] / base[0]["flops"] if base and base[0]["flops"] else float("nan")
+        claim = CONNECTION_CLAIMS.get(v[len(run["scheme"]) + 1:].rstrip("0123456789.x"), "")
+        out.append(f"- {v} at depth {L}: {run['steps']} steps, training FLOPs "
+                   f"{fmt(ratio, '.3f')} x Pre-LN's. {claim}")
+    return out + [""]
 
 
 def verdict(rows, L: int) -> list[str]:
@@ -89,8 +125,8 @@ def verdict(rows, L: int) -> list[str]:
     unequal variances): resolved when p < P_RESOLVED."""
     from scipy.stats import ttest_ind
 
-    st = {s: seed_stats(rows, scheme=s, depth=L) for s in dict.fromkeys(r["scheme"] for r in rows)}
-    unfinished = {r["scheme"]: r for r in rows if r["depth"] == L and r["status"] != "done"}
+    st = {s: seed_stats(rows, variant=s, depth=L) for s in dict.fromkeys(r["variant"] for r in rows)}
+    unfinished = {r["variant"]: r for r in rows if r["depth"] == L and r["status"] != "done"}
     pre = st.get("pre", {"n": 0})
 
     def versus(s: str) -> str:
@@ -116,4 +152,13 @@ def verdict(rows, L: int) -> list[str]:
         if r:
             what.append(f"{r['status']} (loss {fmt(r.get('final_loss'))})")
         out.append(f"- {s} at depth {L}: {'; '.join(what)}. Paper: {BASELINE_FAILS[s]}")
+    connected = {r["variant"] for r in rows if r["variant"] != r["scheme"]}
+    for s in st:
+        if s not in connected or not pre["n"]:
+            continue
+        r = unfinished.get(s)
+        what = [f"val loss {loss_text(st[s])}, {versus(s)}"] if st[s]["n"] else []
+        if r:
+            what.append(f"{r['status']} (loss {fmt(r.get('final_loss'))})")
+        out.append(f"- {s} at depth {L}: {'; '.join(what)}.")
     return out or ["- not enough finished runs at the deepest depth to compare."]

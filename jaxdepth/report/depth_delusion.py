@@ -39,11 +39,12 @@ def parameterization_line(rows) -> list[str]:
             f"{', '.join(fmt(x, '.4g') for x in lrs)}.", ""]
 
 
-def minima_rows(rows, scheme: str | None = None) -> list[dict]:
-    """Per width (and scheme): the U-curve minimum with its interval, and 2.43 ln W."""
+def minima_rows(rows, scheme: str | None = None, key: str = "scheme") -> list[dict]:
+    """Per width (and scheme, or the row column `key` = scheme, e.g. "variant"): the U-curve
+    minimum with its interval, and 2.43 ln W."""
     out = []
     for w in sorted({r["width"] for r in rows}):
-        fin = finished(rows, width=w, **({"scheme": scheme} if scheme else {}))
+        fin = finished(rows, width=w, **({key: scheme} if scheme else {}))
         m = per_width_minimum([r["depth"] for r in fin], [r["final_val_loss"] for r in fin])
         out.append(dict(scheme=scheme or (fin[0]["scheme"] if fin else None), width=w,
                         runs=m["n_runs"], d_best=m["d_best"], d_star=m["d_star"],

@@ -65,6 +65,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--scale", dest="size", choices=SIZES, default=argparse.SUPPRESS,
                    help=argparse.SUPPRESS)
+    p.add_argument("--connections", default="",
+                   help="curse_of_depth, stabilizers_vs_dcrit: connections beyond the residual "
+                   "stream run beside the schemes, on Pre-LN at the same training FLOPs, "
+                   "comma-separated: dwa (DenseFormer), mod (Mixture-of-Depths), exit "
+                   "(LayerSkip's early-exit loss and layer dropout)")
     p.add_argument("--out", help="results directory (default results/NAME)")
     p.add_argument("--plan", action="store_true", help="print the runs and estimated time; "
                    "train nothing")
@@ -101,13 +106,14 @@ def per_run_keys(spec) -> dict[str, str]:
     return keys
 
 
-def experiment_spec(name: str, size: str, overrides=()):
+def experiment_spec(name: str, size: str, overrides=(), connections=()):
     """(raw spec mapping, SweepSpec) of a sweep experiment with the user's `k=v` overrides
-    applied after the spec's own; an override of a per-run key is a UserError."""
+    applied after the spec's own (and `connections` run beside its schemes,
+    `specs.with_connections`); an override of a per-run key is a UserError."""
     from jaxdepth.report.specs import sweep_spec
     from jaxdepth.sweep import load_spec
 
-    raw = sweep_spec(name, size)
+    raw = sweep_spec(name, size, connections)
     fixed = per_run_keys(load_spec(raw))
     for item in overrides:
         key = item.split("=", 1)[0].strip()
@@ -184,6 +190,8 @@ COORDCHECK_STEPS = 5
 def command_line(args) -> str:
     """The `jaxdepth experiment ...` command that reproduces this invocation's results."""
     parts = ["jaxdepth", "experiment", args.name, "--size", args.size, *args.overrides]
+    if getattr(args, "connections", ""):
+        parts += ["--connections", args.connections]
     if args.out:
         parts += ["--out", args.out]
     return shlex.join(parts)
@@ -194,6 +202,9 @@ def run(args) -> int:
     check_claims_supported(args.out or "")  # before Path() folds gs:// into gs:/
     out = Path(args.out or f"results/{name}")
     raw = spec = None
+    from jaxdepth.report.specs import parse_connections
+
+    connections = parse_connections(name, getattr(args, "connections", ""))
     if name == "stacking_failure":
         if args.overrides:
             raise UserError("stacking_failure trains nothing (signal propagation at init) and "
@@ -201,7 +212,7 @@ def run(args) -> int:
     elif name in PROCEDURES:
         importlib.import_module(f"jaxdepth.report.{name}").parse_overrides(args.overrides)
     else:
-        raw, spec = experiment_spec(name, size, args.overrides)
+        raw, spec = experiment_spec(name, size, args.overrides, connections)
     if args.plan:
         from jaxdepth.sweep.plan import target_from_args
 

@@ -12,6 +12,18 @@ TAU_R2 = 0.98  # ... fitted with R^2 = 0.98
 
 # The Curse of Depth (arXiv 2502.05795, C4 perplexities; docs/literature.md §3): where each
 # baseline fails, and the LNS gain the report quotes.
+# what each connection beyond the residual stream reports (docs/literature.md §10), keyed by
+# the label suffix of `jaxdepth.sweep.results.variant`
+CONNECTION_CLAIMS = {
+    "dwa": "DenseFormer (arXiv 2402.02622): a 48-block DenseFormer matches a 72-block "
+           "transformer's perplexity; the learned weights keep a_ii near 1 and put weight on "
+           "the embedding and the last few blocks.",
+    "mod": "Mixture-of-Depths (arXiv 2404.02258): at 12.5% capacity in every other block, an "
+           "isoFLOP-optimal MoD model is as good as or better than the isoFLOP-optimal baseline, "
+           "and faster per step.",
+    "exit": "LayerSkip (arXiv 2404.16710): early-exit loss and layer dropout make earlier "
+            "layers' exits accurate at a small cost in last-layer quality.",
+}
 LNS_EXAMPLE = "LNS below Pre-LN at every size (e.g. ppl 20.35 vs 21.92 at 250M)"
 BASELINE_FAILS = {
     "post": "Post-LN trains at 130M (12 layers, ppl 26.95) and fails from 250M (24 layers) on "

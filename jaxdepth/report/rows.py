@@ -71,11 +71,12 @@ def mean_by_depth(rows, **match) -> tuple[list, list, tuple[list, list]]:
 
 
 def curves(out: Path, rows, key: str = "loss") -> dict:
-    """scheme -> (steps, values of `key`) from each run's metrics.jsonl."""
+    """variant (the scheme and its connections) -> (steps, values of `key`) from each run's
+    metrics.jsonl."""
     res = {}
     for r in rows:
         rec = [m for m in read_metrics(run_dir_of(out, r)) if key in m]
-        res[r["scheme"]] = ([m["step"] for m in rec], [m[key] for m in rec])
+        res[r.get("variant", r["scheme"])] = ([m["step"] for m in rec], [m[key] for m in rec])
     return res
 
 

@@ -283,9 +283,98 @@ NAIVE_SCHEME = "none"  # no residual path, no normalisation: the naive stack
 CONTRAST_SCHEMES = ["pre", "post", "lns"]
 
 
-def sweep_spec(name: str, size: str) -> dict:
+# Connections beyond the residual stream (docs/literature.md §10) that curse_of_depth and
+# stabilizers_vs_dcrit run beside their schemes (`--connections`), each on Pre-LN, the base of
+# all three papers: DenseFormer 1x1 (arXiv 2402.02622); Mixture-of-Depths at the paper's
+# 12.5% capacity in every other block (arXiv 2404.02258); LayerSkip's early-exit loss and
+# layer dropout (arXiv 2404.16710; e_scale and p_max 0.1, the small end of its settings).
+CONNECTIONS = {
+    "dwa": {"model.dwa": True},
+    "mod": {"model.mod_capacity": 0.125, "model.mod_every": 2},
+    "exit": {"train.early_exit_scale": 0.1, "train.layer_dropout": 0.1},
+}
+CONNECTION_EXPERIMENTS = ("curse_of_depth", "stabilizers_vs_dcrit")
+CONNECTION_BASE = "pre"
+
+
+def parse_connections(name: str, text: str | None) -> tuple[str, ...]:
+    """`--connections dwa,mod` -> ("dwa", "mod"); a UserError names a bad one."""
+    if not text:
+        return ()
+    items = tuple(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
+    bad = [c for c in items if c not in CONNECTIONS]
+    if bad:
+        raise UserError(f"--connections: unknown '{bad[0]}'; valid: {', '.join(CONNECTIONS)}")
+    if items and name not in CONNECTION_EXPERIMENTS:
+        raise UserError(f"--connections applies to {' and '.join(CONNECTION_EXPERIMENTS)}, "
+                        f"not {name}")
+    return items
+
+
+def _spec_rows(spec: dict) -> list[dict]:
+    """The spec's runs apart from the seed axis, as dotted-key rows (grid x zips)."""
+    import itertools
+
+    grid = {k: v for k, v in spec["grid"].items() if k != "train.seed"}
+    rows = [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())]
+    for z in spec.get("zip", []):
+        zrows = [dict(zip(z, vals)) for vals in zip(*z.values())]
+        rows = [{**r, **zr} for r in rows for zr in zrows]
+    return rows
+
+
+def _flops_per_token(spec: dict, row: dict) -> float:
+    """Training FLOPs per token of one run (`shapes.model_train_flops`: routed tokens only
+    in Mixture-of-Depths layers)."""
+    from jaxdepth.config import RunConfig, apply_overrides, from_dict
+    from jaxdepth.sweep import shapes
+
+    dotted = {**spec.get("overrides", {}), **row}
+    if spec.get("head_dim") and "model.heads" not in dotted:
+        width = dotted.get("model.width", spec["base"]["model"]["width"])
+        dotted["model.heads"] = width // spec["head_dim"]
+    cfg = from_dict(RunConfig, apply_overrides(spec["base"], [f"{k}={v}" for k, v in dotted.items()]))
+    return shapes.model_train_flops(cfg.model, shapes.exact_nonembed(cfg.model), 1,
+                                    cfg.data.seq_len)
+
+
+def with_connections(spec: dict, connections) -> dict:
+    """The spec with each connection run beside the schemes: every Pre-LN run again with the
+    connection's keys. Runs are one zip (a row per architecture and shape) crossed with the
+    seeds. A Mixture-of-Depths run trains steps x FLOPs(Pre-LN) / FLOPs(MoD) steps, so that
+    every run of one shape spends the same training FLOPs (the paper's isoFLOP comparison).
+    DWA adds its weighted sums (under 1% of the FLOPs here) and trains the same steps, as do
+    the exit runs, whose L - 1 extra unembeddings per token are not matched (a training
+    objective, not an architecture; `jaxdepth bench` measures what they cost)."""
+    if not connections:
+        return spec
+    rows = _spec_rows(spec)
+    steps0 = spec.get("overrides", {}).get("train.steps", spec["base"]["train"]["steps"])
+    out_rows = []
+    for row in rows:
+        out_rows.append(row)
+        if row.get("model.scheme") != CONNECTION_BASE:
+            continue
+        for c in connections:
+            new = {**row, **CONNECTIONS[c]}
+            if c == "mod":
+                steps = row.get("train.steps", steps0)
+                new["train.steps"] = round(steps * _flops_per_token(spec, row)
+                                           / _flops_per_token(spec, new))
+            out_rows.append(new)
+    from jaxdepth.config import RunConfig, get_dotted, to_dict
+
+    defaults = {"train.steps": steps0, **{k: get_dotted(to_dict(RunConfig()), k)
+                                          for c in CONNECTIONS.values() for k in c}}
+    keys = list(dict.fromkeys(k for r in out_rows for k in r))
+    column = {k: [r.get(k, defaults.get(k)) for r in out_rows] for k in keys}
+    grid = {k: v for k, v in spec["grid"].items() if k == "train.seed"}
+    return {**spec, "name": spec["name"] + "_connections", "grid": grid, "zip": [column]}
+
+
+def sweep_spec(name: str, size: str, connections=()) -> dict:
     if size not in SIZES:
         raise UserError(f"unknown size '{size}'; valid sizes: {', '.join(SIZES)}")
     if name not in SWEEPS:
         raise UserError(f"experiment '{name}' has no sweep; sweeps: {', '.join(SWEEPS)}")
-    return SWEEPS[name](size)
+    return with_connections(SWEEPS[name](size), parse_connections(name, ",".join(connections)))

@@ -22,17 +22,18 @@ from jaxdepth.tables import fmt, table
 
 
 def report(out: Path, meta: dict, rows: list[dict]) -> str:
-    schemes = list(dict.fromkeys(r["scheme"] for r in rows))
+    # schemes, and the connections beyond the residual stream run beside them (`variant`)
+    schemes = list(dict.fromkeys(r["variant"] for r in rows))
     widths = sorted({r["width"] for r in rows})
-    mins = [m for s in schemes for m in minima_rows(rows, s)]
-    panels = {f"width {w}": {f"scheme {s}": mean_by_depth(rows, width=w, scheme=s)
-                             for s in sorted({r["scheme"] for r in rows if r["width"] == w})}
+    mins = [m for s in schemes for m in minima_rows(rows, s, key="variant")]
+    panels = {f"width {w}": {f"{s}": mean_by_depth(rows, width=w, variant=s)
+                             for s in sorted({r["variant"] for r in rows if r["width"] == w})}
               for w in widths}
     marks = {f"width {w}": [(dcrit_paper(w), "2.43 ln W", ":")] for w in widths}
     plots.loss_vs_depth(panels, out / "loss_vs_depth.png", "loss against depth per scheme", marks)
     md = [*parameterization_line(rows), f"## Validation loss ({seeds_text(rows)})", ""]
     for s in schemes:
-        piv, cols = pivot([r for r in rows if r["scheme"] == s], "width", "depth", "final_val_loss")
+        piv, cols = pivot([r for r in rows if r["variant"] == s], "width", "depth", "final_val_loss")
         md += [f"### {s}", "", table(piv, cols), ""]
     md += ["## U-curve minimum per scheme and width", "", table(mins, MIN_COLS, MIN_SPECS), "",
            DCRIT_NOTE, "", "![](loss_vs_depth.png)", "",

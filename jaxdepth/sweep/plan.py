@@ -55,17 +55,17 @@ def resolved_vocab(dcfg) -> int:
 
 def planned(cfg: RunConfig) -> dict:
     """Exact sizes of a run as configured: params (non-embedding), total_params, tokens
-    (steps * batch * seq_len) and flops (`shapes.train_flops`)."""
+    (steps * batch * seq_len) and flops (`shapes.model_train_flops`)."""
     m, d = cfg.model, cfg.data
     vocab = m.vocab_size or resolved_vocab(d)
     n, total = shapes.exact_param_counts(dataclasses.replace(m, vocab_size=vocab))
     tokens = cfg.train.steps * d.batch_size * d.seq_len
     return dict(params=n, total_params=total, tokens=tokens,
-                flops=shapes.train_flops(n, tokens, m.depth, d.seq_len, m.width))
+                flops=shapes.model_train_flops(m, n, tokens, d.seq_len))
 
 
 def flops_per_token(cfg: RunConfig, n_params: int) -> float:
-    return shapes.train_flops(n_params, 1, cfg.model.depth, cfg.data.seq_len, cfg.model.width)
+    return shapes.model_train_flops(cfg.model, n_params, 1, cfg.data.seq_len)
 
 
 def reference_from_run(cfg: RunConfig, run_dir: Path) -> Reference | None:

@@ -38,8 +38,25 @@ CONFIG_COLUMNS = {  # column -> dotted config key
     "layer_lr_decay": "train.layer_lr_decay", "train_last_layers": "train.train_last_layers",
     "init_from": "train.init_from", "parameterization": "model.parameterization",
     "task": "data.task", "difficulty": "data.difficulty", "loss_on": "data.loss_on",
-    "task_options": "data.task_options",
+    "task_options": "data.task_options", "dwa": "model.dwa", "mod_capacity": "model.mod_capacity",
+    "early_exit_scale": "train.early_exit_scale", "layer_dropout": "train.layer_dropout",
 }
+
+
+def variant(cfg) -> str:
+    """The run's architecture in one label: its scheme and the connections beyond the
+    residual stream it adds (`+dwa`, `+dwa2x3` for DenseFormer 2x3, `+mod0.125` for a
+    Mixture-of-Depths capacity, `+exit` for LayerSkip's early-exit loss or layer dropout)."""
+    m, t = cfg.model, cfg.train
+    label = m.scheme
+    if m.dwa:
+        dense = (m.dwa_dilation, m.dwa_period) != (1, 1)
+        label += f"+dwa{m.dwa_dilation}x{m.dwa_period}" if dense else "+dwa"
+    if m.mod_capacity < 1:
+        label += f"+mod{m.mod_capacity:g}"
+    if t.early_exit_scale > 0 or t.layer_dropout > 0:
+        label += "+exit"
+    return label
 
 
 def diagnostics_summary(record: dict | None, scheme: str = "", width: int = 0) -> dict:
@@ -81,13 +98,14 @@ def run_row(cfg_dict: dict, run_dir: Path, extra_keys=()) -> dict:
     row = {"run_id": run_dir.name, "name": cfg.name}
     full = to_dict(cfg)  # keys a config written by an older jaxdepth lacks: their defaults
     row.update({col: get_dotted(full, key) for col, key in CONFIG_COLUMNS.items()})
+    row["variant"] = variant(cfg)
     row.update({key: get_dotted(cfg_dict, key) for key in extra_keys  # other axes, dotted
                 if key not in CONFIG_COLUMNS.values()})
     n = status.get("non_embedding_params") or shapes.exact_nonembed(m)
     tokens = status.get("tokens", status.get("step", 0) * d.batch_size * d.seq_len)
     row.update(
         params=n, total_params=status.get("params"),
-        tokens=tokens, flops=shapes.train_flops(n, tokens, m.depth, d.seq_len, m.width),
+        tokens=tokens, flops=shapes.model_train_flops(m, n, tokens, d.seq_len),
         final_loss=status.get("final_loss"), final_val_loss=status.get("final_val_loss"),
         status=status.get("status", "pending"), step=status.get("step", 0),
         wall_time_s=status.get("wall_time_s"), tokens_per_s=median_tokens_per_s(records))

@@ -1,6 +1,7 @@
 """Shape arithmetic for sweeps: parameter counts, training FLOPs, compute-matched depth and
 steps from a tokens-per-parameter ratio. Pure functions, except `exact_param_counts`, which
-traces the model's init abstractly (`jax.eval_shape`: shapes only, no compile, no memory)."""
+traces the model's init abstractly (`jax.eval_shape`: shapes only, no compile, no memory),
+and what calls it (`layer_params`; `model_train_flops` of a Mixture-of-Depths model)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,55 @@ def train_flops(n_params: float, tokens: float, depth: int, seq_len: int, width:
     attention map `6 D S W` per token for a causal model (half of the `12 D S W` of PaLM,
     Chowdhery et al. 2022, arXiv 2204.02311, appendix B); S is the context length."""
     return 6.0 * n_params * tokens + 6.0 * depth * seq_len * width * tokens
+
+
+def routed_layers(mcfg) -> int:
+    """Layers a Mixture-of-Depths model routes (`jaxdepth.model.mod.is_routed`): those with
+    (l + 1) % mod_every == 0, D // mod_every of them; 0 at mod_capacity 1."""
+    return mcfg.depth // mcfg.mod_every if mcfg.mod_capacity < 1 else 0
+
+
+def layer_params(mcfg) -> int:
+    """Exact parameter count of one plain layer (no MoD router, no DenseFormer weights): the
+    non-embedding count is affine in depth without them (`exact_nonembed`, depths 1 and 2)."""
+    plain = dataclasses.replace(mcfg, mod_capacity=1.0, dwa=False)
+    n1, n2 = (exact_nonembed(dataclasses.replace(plain, depth=k)) for k in (1, 2))
+    return n2 - n1
+
+
+def dwa_terms(mcfg) -> int:
+    """Streams DenseFormer's weighted sums add up per token (Pagliardini et al. 2024, arXiv
+    2402.02622, eq. 2 and §3.3): after block i (1-based) with i % period == 0, the embedding
+    and block outputs j <= i with (i - j) % dilation == 0, 1 + i // dilation of them."""
+    if not mcfg.dwa:
+        return 0
+    return sum(1 + i // mcfg.dwa_dilation for i in range(1, mcfg.depth + 1)
+               if i % mcfg.dwa_period == 0)
+
+
+def model_train_flops(mcfg, n_params: float, tokens: float, seq_len: int) -> float:
+    """`train_flops` of the model `mcfg` describes, with what Mixture-of-Depths skips and
+    DenseFormer adds; `train_flops(n_params, tokens, depth, seq_len, width)` for a plain
+    model. `n_params` as `count_params(non_embedding=True)` counts it: under MoD every layer
+    holds a router kernel (W), which the scan stacks but only routed layers run.
+
+    - MoD (Raposo et al. 2024, arXiv 2404.02258 §3.1): each of the R routed layers runs on
+      k = int(capacity * S) of each sequence's S tokens, so at the fraction c = k / S its
+      parameter FLOPs are c 6 N_layer per token (N_layer: `layer_params`) and its causal
+      attention map (k queries over k keys) c^2 6 S W; plus its router, 6 W per token.
+    - DWA (arXiv 2402.02622): every weighted sum is one multiply-add (2 FLOPs) per term and
+      channel forward, x3 for training (Kaplan et al. 2020, arXiv 2001.08361, sec. 2.1):
+      6 W `dwa_terms` per token. (Its L (L + 1) weights, part of `n_params`, are counted at
+      6 per token as if they were matmul weights: negligible.)"""
+    D, W = mcfg.depth, mcfg.width
+    flops = train_flops(n_params, tokens, D, seq_len, W)
+    if R := routed_layers(mcfg):
+        from jaxdepth.model.mod import capacity_tokens
+
+        c = capacity_tokens(mcfg.mod_capacity, seq_len) / seq_len
+        skipped = R * (1 - c) * layer_params(mcfg) + (D - R) * W  # and the idle routers
+        flops -= 6.0 * tokens * skipped + 6.0 * tokens * R * (1 - c * c) * seq_len * W
+    return flops + 6.0 * W * dwa_terms(mcfg) * tokens
 
 
 def steps_for_tokens_per_param(ratio: float, n_params: float, batch_size: int,

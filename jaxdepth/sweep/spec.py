@@ -174,7 +174,10 @@ PARAMETERIZATION_KEYS = ("parameterization", "base_width", "base_depth", "depth_
 # tasks; at their defaults they are left out of the hash
 LATER_KEYS = ("model.kv_heads", "model.positions", "model.max_positions", "model.qkv_bias",
               "model.proj_bias", "data.task", "data.difficulty", "data.task_options",
-              "data.loss_on", "train.stop_at_accuracy")
+              "data.loss_on", "train.stop_at_accuracy", "model.dwa", "model.dwa_dilation",
+              "model.dwa_period", "model.mod_capacity", "model.mod_every",
+              "model.mod_aux_weight", "train.early_exit_scale", "train.early_exit_curriculum",
+              "train.layer_dropout")
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -234,8 +237,10 @@ def _apply_helpers(spec: SweepSpec, data: dict) -> None:
     if spec.matched_params:
         m["depth"] = shapes.matched_depth(n_of, spec.matched_params)
     elif spec.matched_flops:
+        mcfg = from_dict(RunConfig, {"model": m}).model
         m["depth"] = shapes.matched_depth(
-            lambda d: shapes.train_flops(n_of(d), steps_at(d) * B * S, d, S, m["width"]),
+            lambda d: shapes.model_train_flops(dataclasses.replace(mcfg, depth=d), n_of(d),
+                                               steps_at(d) * B * S, S),
             spec.matched_flops)
     if spec.tokens_per_param:
         t["steps"] = steps_at(m.get("depth", defaults.model.depth))

@@ -102,7 +102,7 @@ def build(mcfg, tcfg, pcfg, seq_len: int, pad_id: int, mesh: Mesh | None = None)
     k = tcfg.microbatches
     micro_sh = _micro_sharding(batch_sh, k)
     train_step = in_mesh(make_train_step(model, tx, schedule, pad_id, mcfg.depth, k, micro_sh,
-                                         tcfg.layer_stats),
+                                         tcfg.layer_stats, tcfg),
                          mesh, batch_sh, pcfg, mcfg)
     return Built(
         model=model, tx=tx, schedule=schedule, mesh=mesh, state_shardings=state_sh,

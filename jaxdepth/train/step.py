@@ -125,25 +125,101 @@ def accumulate_gradients(grad_fn, params, micro_batches):
     return (jnp.sum(losses), jax.tree.map(lambda s: jnp.sum(s, 0) / k, stats)), grads
 
 
+def early_exit_weights(step, depth: int, scale: float, curriculum: str, steps: int):
+    """(L,) float32 weights of the layers' exit losses, summing to 1 (LayerSkip, Elhoushi et
+    al. 2024, arXiv 2404.16710, §4.2): `e(l) = scale * sum_{i=0..l} i` for l < L - 1 and
+    `e(L-1) = L - 1 + scale * sum_{i=0..L-2} i`, times the curriculum `C(t, l)` and
+    normalised. Curricula: "none" (C = 1) or "gradual" (the last layer's exit from the start,
+    one more layer towards the first every T / (2L) steps)."""
+    i = jnp.arange(depth, dtype=jnp.float32)
+    e = scale * jnp.cumsum(i)
+    e = e.at[-1].set((depth - 1) + scale * jnp.sum(i[:-1]))
+    if curriculum == "gradual":
+        e = e * (step >= (depth - 1 - i) * steps / (2 * depth))
+    return e / jnp.maximum(jnp.sum(e), 1e-30) if depth > 1 else jnp.ones(1, jnp.float32)
+
+
+def layer_dropout_rates(depth: int, p_max: float):
+    """(L,) per-layer drop probabilities rising with depth (LayerSkip, arXiv 2404.16710,
+    §4.1): `p_l = p_max * (exp(l ln 2 / (L - 1)) - 1)`, 0 at the first layer and p_max at
+    the last (the constant time schedule S(t) = 1)."""
+    if depth == 1:
+        return jnp.zeros(1, jnp.float32)
+    return p_max * (jnp.exp2(jnp.arange(depth, dtype=jnp.float32) / (depth - 1)) - 1.0)
+
+
+def layer_keep(key, step, batch_size: int, depth: int, p_max: float):
+    """(B, L) bools: the layers each example keeps this step under LayerSkip's layer dropout
+    (`layer_dropout_rates`), drawn from `key` folded with the step."""
+    u = jax.random.uniform(jax.random.fold_in(key, step), (batch_size, depth))
+    return u >= layer_dropout_rates(depth, p_max)[None]
+
+
 def make_train_step(model, tx, schedule, pad_id: int, depth: int, microbatches: int = 1,
-                    micro_sharding=None, layer_stats: bool = True):
+                    micro_sharding=None, layer_stats: bool = True, tcfg=None):
     """`train_step(state, batch) -> (state, metrics)`, pure; jit it at the call site. With
     `microbatches = k > 1` the batch is processed in k slices (`split_microbatches`) and
     their gradients summed, so activations scale with B / k. `layer_stats=False` leaves the
     per-layer statistics (`metrics["layers"]`) out: XLA then drops their computation as dead
     code (the model's `aux["stats"]` is unused), and the per-layer gradient norms are not
-    computed."""
+    computed.
 
-    def loss_fn(params, batch, n_targets):
+    What the gradient follows beyond the LM loss (`tcfg`, a TrainConfig, and the model's
+    config): LayerSkip's early-exit losses of every layer (`early_exit_weights`) and its
+    layer dropout per example (`layer_dropout_rates`), and Mixture-of-Depths' auxiliary
+    router loss (`jaxdepth.model.mod`). `metrics["loss"]` stays the last layer's LM loss,
+    comparable across runs: the loss function returns `objective + stop_gradient(lm -
+    objective)`, whose value is the LM loss and whose gradient is the objective's."""
+    mcfg = model.cfg
+    exit_scale = tcfg.early_exit_scale if tcfg is not None else 0.0
+    p_drop = tcfg.layer_dropout if tcfg is not None else 0.0
+    router_weight = mcfg.mod_aux_weight if mcfg.mod_capacity < 1.0 else 0.0
+    hidden_model = model.clone(return_hidden=True) if exit_scale > 0 else None
+
+    def exit_losses(params, hidden_XBTW, targets, weights):
+        """(L - 1,) weighted CE sums of the exits after layers 0..L-2, one layer's logits at
+        a time (rematerialised: the backward pass holds one (B, T, V) too)."""
+        @jax.checkpoint
+        def one(h_BTW):
+            logits = model.apply({"params": params}, h_BTW, method="unembed")
+            return weighted_ce_sum(logits, targets, weights)[0]
+        return jax.lax.map(one, hidden_XBTW[1:-1])
+
+    def loss_fn(params, batch, n_targets, step):
         """Weighted loss sum / the whole batch's total weight: summing it over micro-batches
         gives the whole batch's mean loss (and gradient) even when pads fall unevenly."""
         inputs, targets, weights = batch_lm(batch, pad_id)
-        logits, aux = model.apply({"params": params}, inputs)
-        return weighted_ce_sum(logits, targets, weights)[0] / n_targets, aux["stats"]
+        keep = batch["layer_keep"].T if "layer_keep" in batch else None  # (L, B)
+        if hidden_model is None:
+            logits, aux = model.apply({"params": params}, inputs, layer_mask_L=keep)
+        else:
+            logits, aux = hidden_model.apply({"params": params}, inputs, layer_mask_L=keep)
+        lm = weighted_ce_sum(logits, targets, weights)[0] / n_targets
+        objective = lm
+        if hidden_model is not None:
+            w_L = early_exit_weights(step, depth, exit_scale, tcfg.early_exit_curriculum,
+                                     tcfg.steps)
+            exits = exit_losses(params, aux["hidden"], targets, weights) / n_targets
+            objective = w_L[-1] * lm + jnp.sum(w_L[:-1] * exits)
+        if router_weight:  # per micro-batch share of the batch: its weight / the batch's
+            share = jnp.sum(weights) / n_targets
+            objective = objective + router_weight * share * jnp.sum(aux["stats"]["mod_router_bce"])
+        if objective is not lm:
+            objective = objective + jax.lax.stop_gradient(lm - objective)
+        return objective, aux["stats"]
+
+    def with_layer_keep(state, batch):
+        """The batch plus `layer_keep` (B, L): each example's kept layers this step, drawn
+        from the state's key and step (split into micro-batches with the rows)."""
+        B = jax.tree.leaves(batch)[0].shape[0]
+        return {**batch, "layer_keep": layer_keep(state.rng, state.step, B, depth, p_drop)}
 
     def train_step(state: TrainState, batch):
         n_targets = jnp.maximum(jnp.sum(batch_lm(batch, pad_id)[2]), 1.0)
-        grad_fn = jax.value_and_grad(lambda p, b: loss_fn(p, b, n_targets), has_aux=True)
+        if p_drop > 0:
+            batch = with_layer_keep(state, batch)
+        grad_fn = jax.value_and_grad(lambda p, b: loss_fn(p, b, n_targets, state.step),
+                                     has_aux=True)
         if microbatches == 1:
             (loss, stats), grads = grad_fn(state.params, batch)
         else:
