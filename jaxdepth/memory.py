@@ -312,15 +312,29 @@ def estimate(mcfg, tcfg, dcfg, pcfg, n_devices: int, platform: str | None = None
     copied = layer_matrix_params(mcfg) if cast != p_bytes else fused_matrix_params(mcfg)
     weights = L * copied * cast * n_local / param_count(mcfg) if policy.weights else 0.0
     ws_layers, ws_scores = WORKSPACE[mcfg.remat]
-    activations = (L * tokens * per_token(policy) + ws_layers * tokens * per_token(layer_all)
+    # Mixture-of-Depths (jaxdepth.model.mod): a routed layer's own residuals are those of its
+    # k = capacity x T tokens and a k x k attention map, but every layer is a cond on the
+    # layer index, whose linearisation saves the residuals of both branches (the branch not
+    # taken as zeros): 1 + c layers' worth per layer (`jaxdepth bench`: 1.15 GiB against the
+    # plain model's 1.01 at the reference shape, capacity 0.125)
+    from jaxdepth.model.mod import capacity_tokens
+    from jaxdepth.sweep.shapes import routed_layers
+
+    c_mod = capacity_tokens(mcfg.mod_capacity, T) / T if routed_layers(mcfg) else 0.0
+    layers_eff, scores_eff = L * (1 + c_mod), L * (1 + c_mod ** 2)
+    activations = (layers_eff * tokens * per_token(policy)
+                   + ws_layers * tokens * per_token(layer_all)
                    + weights + dcfg.batch_size / ways("batch") * (T + 1) * 4)
+    if mcfg.dwa:  # DenseFormer's history of the L + 1 block outputs (jaxdepth.model.dwa): the
+        # scan's backward pass keeps one per layer, the unrolled stack one in all
+        activations += (L if mcfg.scan_layers else 1) * (L + 1) * tokens * W * FLOAT32
 
     scores = 0.0
     if mcfg.attention == "xla":
         per_layer = rows * N * T * T / tw_heads  # elements of one layer's B x N x T x T
         if platform == "cpu":
             ws_scores += CPU_HIDDEN_SCORES
-        scores = per_layer * (L * policy.scores_bytes + ws_scores * FLOAT32)
+        scores = per_layer * (scores_eff * policy.scores_bytes + ws_scores * FLOAT32)
 
     logits = tokens * V / tw_vocab * (LOGITS_COPIES * FLOAT32 + (c if c < FLOAT32 else 0))
     # the gradients live at the end of the backward pass; the update's parameter-sized

@@ -23,24 +23,25 @@ from jaxdepth.train.step import early_exit_weights, layer_dropout_rates, layer_k
 DEPTH = 8
 
 
-@pytest.mark.parametrize("dilation,period", [(1, 1), (2, 3)])
+@pytest.mark.parametrize("dilation,period", [(1, 1), (2, 3)])  # (2, 3): one DWA, after block 3
 def test_dwa_equals_base_model_at_init_and_scan_equals_unrolled(dilation, period):
-    base = tiny_model(depth=DEPTH)
+    depth = 4  # the unrolled stack's compile time grows with depth
+    base = tiny_model(depth=depth)
     dense = dataclasses.replace(base, dwa=True, dwa_dilation=dilation, dwa_period=period)
     params, tokens = init(base)
     dparams, _ = init(dense)
-    assert dparams["dwa_weights"].shape == (DEPTH, DEPTH + 1)
+    assert dparams["dwa_weights"].shape == (depth, depth + 1)
     # the same layer parameters (names, shapes, values) as the plain model's
     chex.assert_trees_all_equal({k: v for k, v in dparams.items() if k != "dwa_weights"}, params)
     logits, _ = Transformer(base).apply({"params": params}, tokens)
     dlogits, _ = Transformer(dense).apply({"params": dparams}, tokens)
     chex.assert_trees_all_equal(dlogits, logits)  # exactly: a = I at init
     # trained-looking weights: the scanned history and the unrolled list agree
-    dparams["dwa_weights"] = 0.1 * jax.random.normal(jax.random.key(5), (DEPTH, DEPTH + 1))
+    dparams["dwa_weights"] = 0.1 * jax.random.normal(jax.random.key(5), (depth, depth + 1))
     out_scan, aux_scan = Transformer(dense, return_hidden=True).apply({"params": dparams}, tokens)
     unrolled = dataclasses.replace(dense, scan_layers=False)
     out_u, aux_u = Transformer(unrolled, return_hidden=True).apply(
-        {"params": unrolled_params(dparams, DEPTH)}, tokens)
+        {"params": unrolled_params(dparams, depth)}, tokens)
     chex.assert_trees_all_close(out_scan, out_u, rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(aux_scan["hidden"], aux_u["hidden"], rtol=1e-5, atol=1e-5)
     assert not np.allclose(out_scan, logits, atol=1e-3)  # the weights do act
@@ -103,7 +104,7 @@ def test_early_exit_keeps_the_reported_loss_and_changes_the_update():
     from jaxdepth.config import TrainConfig
     from jaxdepth.train.step import TrainState, make_train_step
 
-    cfg = tiny_model(depth=3)
+    cfg = tiny_model(depth=2)
     params, tokens = init(cfg)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, rng=jax.random.key(0),
                        opt_state=optax.sgd(1.0).init(params))

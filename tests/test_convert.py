@@ -152,6 +152,7 @@ def test_export_loads_in_transformers_and_imports_back(trained_run, tmp_path, ca
     (dict(scheme="lns"), "LayerNorm Scaling"), (dict(scheme="post"), "Post-LN"),
     (dict(scheme="lns+sandwich"), "only scheme 'pre' exports"),
     (dict(parameterization="mup"), "only 'sp' exports"),
+    (dict(dwa=True), "DenseFormer"), (dict(mod_capacity=0.5), "Mixture-of-Depths"),
     (dict(norm="layernorm"), "match no exportable family")])
 def test_export_refuses_what_stock_models_cannot_represent(kw, why):
     with pytest.raises(UserError, match=why):

@@ -51,6 +51,10 @@ def check_exportable(mcfg: ModelConfig) -> Family:
         raise UserError(f"parameterization '{mcfg.parameterization}' multiplies the logits, "
                         "attention and residual branches by shape-dependent constants that "
                         "stock Hugging Face models lack; only 'sp' exports")
+    if mcfg.dwa or mcfg.mod_capacity < 1:
+        what = "DenseFormer's depth-weighted averages" if mcfg.dwa else "Mixture-of-Depths routing"
+        raise UserError(f"the model uses {what} (model.dwa / model.mod_capacity), which stock "
+                        "Llama / Qwen2 / GPT-2 cannot represent; only a plain residual stack exports")
     fam = family_of_model(mcfg)
     if fam is None:
         have = ", ".join(f"{k}={getattr(mcfg, k)}" for k in FAMILIES["llama"].fixed)

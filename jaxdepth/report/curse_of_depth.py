@@ -114,8 +114,10 @@ def compute_note(rows) -> list[str]:
         run = next(r for r in rows if r["variant"] == v and r["depth"] == L)
         ratio = run["flops"] / base[0]["flops"] if base and base[0]["flops"] else float("nan")
         claim = CONNECTION_CLAIMS.get(v[len(run["scheme"]) + 1:].rstrip("0123456789.x"), "")
+        extra = (f" (its {L - 1} exit unembeddings per token not counted)"
+                 if run.get("early_exit_scale") else "")
         out.append(f"- {v} at depth {L}: {run['steps']} steps, training FLOPs "
-                   f"{fmt(ratio, '.3f')} x Pre-LN's. {claim}")
+                   f"{fmt(ratio, '.3f')} x Pre-LN's{extra}. {claim}")
     return out + [""]
 
 
@@ -144,21 +146,16 @@ def verdict(rows, L: int) -> list[str]:
                    f"{loss_text(pre)}: {versus('lns')}. Paper: {LNS_EXAMPLE}. The paper's "
                    "gains come from 20k-100k steps; over a few hundred steps LNS can train "
                    "slower (see loss_vs_steps.png).")
-    for s in BASELINE_FAILS:
+    # the Post-LN family against the paper's failures, then the connections (their claims
+    # are in `compute_note`)
+    connected = [s for s in st if s in {r["variant"] for r in rows if r["variant"] != r["scheme"]}]
+    for s in [*BASELINE_FAILS, *connected]:
         if s not in st or not pre["n"]:
             continue
         r = unfinished.get(s)
         what = [f"val loss {loss_text(st[s])}, {versus(s)}"] if st[s]["n"] else []
         if r:
             what.append(f"{r['status']} (loss {fmt(r.get('final_loss'))})")
-        out.append(f"- {s} at depth {L}: {'; '.join(what)}. Paper: {BASELINE_FAILS[s]}")
-    connected = {r["variant"] for r in rows if r["variant"] != r["scheme"]}
-    for s in st:
-        if s not in connected or not pre["n"]:
-            continue
-        r = unfinished.get(s)
-        what = [f"val loss {loss_text(st[s])}, {versus(s)}"] if st[s]["n"] else []
-        if r:
-            what.append(f"{r['status']} (loss {fmt(r.get('final_loss'))})")
-        out.append(f"- {s} at depth {L}: {'; '.join(what)}.")
+        paper = f" Paper: {BASELINE_FAILS[s]}" if s in BASELINE_FAILS else ""
+        out.append(f"- {s} at depth {L}: {'; '.join(what)}.{paper}")
     return out or ["- not enough finished runs at the deepest depth to compare."]

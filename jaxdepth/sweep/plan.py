@@ -229,7 +229,8 @@ def format_plan(rows: list[dict], source: str) -> str:
     foot = (f"{len(rows)} runs, {n_left} to train; total {_si(sum(r['flops'] for r in rows))} "
             f"FLOPs; estimated {'?' if math.isnan(total) else f'{total:.0f}'} s for the runs "
             f"left on one worker (throughput reference: {source}). params = non-embedding (Kaplan's N); FLOPs = "
-            "6 N T + attention 6 D S W T.")
+            "6 N T + attention 6 D S W T (Mixture-of-Depths layers: their routed tokens only; "
+            "DenseFormer: + its weighted sums).")
     if mem:
         foot += "\n" + memory_footnote(rows)
     return (table(shown, cols, specs, style="text", headers=MEM_HEADERS,
