@@ -23,8 +23,8 @@ from jaxdepth.train.step import early_exit_weights, layer_dropout_rates, layer_k
 DEPTH = 8
 
 
-@pytest.mark.parametrize("dilation,period", [(1, 1), (2, 3)])  # (2, 3): one DWA, after block 3
-def test_dwa_equals_base_model_at_init_and_scan_equals_unrolled(dilation, period):
+def test_dwa_equals_base_model_at_init_and_scan_equals_unrolled():
+    dilation, period = 2, 2  # DenseFormer 2x2: DWAs after blocks 2 and 4, every other output
     depth = 4  # the unrolled stack's compile time grows with depth
     base = tiny_model(depth=depth)
     dense = dataclasses.replace(base, dwa=True, dwa_dilation=dilation, dwa_period=period)
@@ -85,17 +85,22 @@ def test_layer_dropout_rises_with_depth():
     np.testing.assert_allclose(keep.mean(axis=0), 1 - p, atol=0.03)
 
 
-@pytest.mark.parametrize("option", [
-    dict(model=dict(dwa=True, dwa_dilation=2)),
-    dict(train=dict(early_exit_scale=1.0, early_exit_curriculum="gradual", layer_dropout=0.2)),
-])
-def test_option_trains_three_steps_at_depth_8(tmp_path, option):
-    sections = dict(model=dict(depth=DEPTH, **option.get("model", {})),
-                    train=dict(steps=3, eval_every=3, ckpt_every=3, **option.get("train", {})))
-    st = train(tiny_run(**sections), tmp_path / "r", progress=False)
-    assert st["status"] == "done" and st["step"] == 3
-    losses = [m["loss"] for m in read_metrics(tmp_path / "r") if "loss" in m]
+def test_every_option_trains_three_steps_at_depth_8(tmp_path):
+    """DenseFormer, Mixture-of-Depths, LayerSkip's exit losses and layer dropout in one run
+    (one compile): they compose, train, and log the router's statistics per layer."""
+    cfg = tiny_run(model=dict(depth=DEPTH, dwa=True, dwa_dilation=2, mod_capacity=0.25),
+                   train=dict(steps=3, eval_every=3, ckpt_every=3, early_exit_scale=1.0,
+                              early_exit_curriculum="gradual", layer_dropout=0.2))
+    st = train(cfg, tmp_path / "r", progress=False)
+    assert st["status"] == "done" and st["step"] == 3 and np.isfinite(st["final_loss"])
+    records = read_metrics(tmp_path / "r")
+    losses = [m["loss"] for m in records if "loss" in m]
     assert len(losses) == 3 and np.all(np.isfinite(losses))
+    layers = [m for m in records if "layers" in m][-1]["layers"]
+    bce, acc = np.array(layers["mod_router_bce"]), np.array(layers["mod_router_acc"])
+    assert bce.shape == acc.shape == (DEPTH,)  # routed: layers 1, 3, 5, 7
+    assert (bce[1::2] > 0).all() and (bce[::2] == 0).all() and (acc[::2] == 0).all()
+    assert ((acc >= 0) & (acc <= 1)).all()
 
 
 def test_early_exit_keeps_the_reported_loss_and_changes_the_update():
@@ -104,7 +109,7 @@ def test_early_exit_keeps_the_reported_loss_and_changes_the_update():
     from jaxdepth.config import TrainConfig
     from jaxdepth.train.step import TrainState, make_train_step
 
-    cfg = tiny_model(depth=2)
+    cfg = tiny_model(depth=3)  # e(0) = 0: the first exit that counts is layer 1's
     params, tokens = init(cfg)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, rng=jax.random.key(0),
                        opt_state=optax.sgd(1.0).init(params))
@@ -150,3 +155,28 @@ def test_connections_run_beside_the_schemes_at_the_same_training_flops():
         parse_connections("curse_of_depth", "dwa,moe")
     with pytest.raises(UserError, match="not depth_delusion"):
         parse_connections("depth_delusion", "dwa")
+
+
+def test_curse_report_puts_connections_beside_the_schemes():
+    """The report's grouping, verdict and compute note for connection runs, on made-up rows
+    (the tiny experiment covers the trained path without them)."""
+    from jaxdepth.report.curse_of_depth import compute_note, verdict
+    from jaxdepth.report.markdown import pivot
+
+    def run(scheme, variant, seed, loss, steps=300, flops=1.0, exit_scale=0.0):
+        return dict(scheme=scheme, variant=variant, depth=12, seed=seed, status="done",
+                    final_val_loss=loss, steps=steps, flops=flops, early_exit_scale=exit_scale)
+
+    rows = [run("pre", "pre", s, 2.0 + 0.01 * s) for s in range(3)]
+    rows += [run("pre", "pre+mod0.125", s, 1.8 + 0.01 * s, steps=536, flops=0.999)
+             for s in range(3)]
+    rows += [run("pre", "pre+exit", s, 2.0 + 0.02 * s, exit_scale=0.1) for s in range(3)]
+    piv, _ = pivot(rows, "variant", "depth", "final_val_loss")
+    assert [r["variant"] for r in piv] == ["pre", "pre+exit", "pre+mod0.125"]
+    lines = verdict(rows, 12)
+    mod = next(ln for ln in lines if ln.startswith("- pre+mod0.125 at depth 12"))
+    assert "-0.2000 vs Pre-LN" in mod and "resolved)" in mod and "not resolved" not in mod
+    note = "\n".join(compute_note(rows))
+    assert "pre+mod0.125 at depth 12: 536 steps, training FLOPs 0.999 x" in note
+    assert "Mixture-of-Depths (arXiv 2404.02258)" in note
+    assert "11 exit unembeddings per token not counted" in note and "LayerSkip" in note

@@ -7,7 +7,8 @@
   on an idle 2-core machine, one experiment at a time (wall time of the whole command):
   stacking_failure 45 s, depth_delusion 605 s (30 runs), gradient_persistence 689 s
   (5 runs of 1000 steps), stabilizers_vs_dcrit 934 s (60 runs), curse_of_depth 726 s (30 runs);
-  lr_transfer about 45 minutes (126 runs: 2516 s of training summed over them, measured
+  curse_of_depth --connections dwa,mod,exit 1822 s (48 runs; its first 25 minutes shared
+  the CPU with another experiment); lr_transfer about 45 minutes (126 runs: 2516 s of training summed over them, measured
   while other jobs shared the CPU); capability_depth 1607 s (100 runs, most stopped once
   solved).
   Two init seeds per shape where a minimum or a gap is compared across runs.
@@ -162,8 +163,9 @@ def _persistence(size: str) -> dict:
 PARAMETERIZATIONS = list(CONFIG_PARAMETERIZATIONS)  # every one: sp, mup, completep
 LR_TRANSFER = {
     # tiny: a smoke test of the code path, compile-bound (one train step per run: the lr is
-    # compiled in), so sp and completep only (completep's code path covers mup's)
-    "tiny": dict(log2_lrs=[-8, -6, -4], widths=[16, 32], depths=[1, 2], base=(32, 2),
+    # compiled in), so sp and completep only (completep's code path covers mup's), and two
+    # learning rates
+    "tiny": dict(log2_lrs=[-8, -5], widths=[16, 32], depths=[1, 2], base=(32, 2),
                  parameterizations=["sp", "completep"]),
     "default": dict(log2_lrs=list(range(-9, -3)), widths=[32, 64, 128, 256],
                     depths=[2, 4, 8, 16], base=(64, 4), steps=100, warmup_steps=10),
