@@ -16,8 +16,7 @@ TAU_R2 = 0.98  # ... fitted with R^2 = 0.98
 # the label suffix of `jaxdepth.sweep.results.variant`
 CONNECTION_CLAIMS = {
     "dwa": "DenseFormer (arXiv 2402.02622): a 48-block DenseFormer matches a 72-block "
-           "transformer's perplexity; the learned weights keep a_ii near 1 and put weight on "
-           "the embedding and the last few blocks.",
+           "transformer's perplexity.",
     "mod": "Mixture-of-Depths (arXiv 2404.02258): at 12.5% capacity in every other block, an "
            "isoFLOP-optimal MoD model is as good as or better than the isoFLOP-optimal baseline, "
            "and faster per step.",
